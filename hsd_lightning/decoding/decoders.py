@@ -1,0 +1,224 @@
+"""The decoders: vanilla, SkipDecode, HSD and CALM behind one API (``build_decoder`` + ``Decoder.generate``).
+
+Search itself (greedy, beams, sampling, logits processors, stopping) is transformers' ``generate``; the decoders
+only decide which layers run at each step (``runtime.py`` does the plumbing).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import schedules
+from .families import ModelParts, model_parts
+from .runtime import CalmLayer, CalmState, SkipCache, StepRuntime, scheduled
+
+
+@dataclass
+class DecodeOutput:
+    sequences: torch.LongTensor  # [rows, prompt + new], as transformers' generate
+    layers_per_token: torch.LongTensor  # [rows, new]; 0 after EOS / padding
+    avg_layers: float  # mean layers per scheduled pass (t >= 1, real tokens): the paper's "Avg. Layer"
+    prompt_length: int
+    kv_cache_bytes: int = 0
+    raw: Any = field(default=None, repr=False)  # the GenerateOutput of transformers (scores/logits if asked)
+
+    @property
+    def new_tokens(self) -> torch.LongTensor:
+        return self.sequences[:, self.prompt_length:]
+
+
+class Decoder:
+    """Base class. Subclasses define the per-step layer plan."""
+
+    name = "decoder"
+
+    # ---- schedule -------------------------------------------------------------------------------------------
+    def layers_for_step(self, t: int, num_layers: int, t_max: int) -> list[int]:
+        """Sorted 1-based indices of the layers run for generated token ``t`` (schedule decoders)."""
+        raise NotImplementedError(f"{self.name} has no static schedule")
+
+    def check_depth(self, num_layers: int) -> None:
+        """Raise before any compute if the decoder's settings do not fit a model of this depth."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def settings(self) -> dict:
+        return {}
+
+    # ---- decoding -------------------------------------------------------------------------------------------
+    def _runtime(self, parts: ModelParts, t_max: int) -> StepRuntime:
+        layers = list(parts.layers)
+        L = len(layers)
+        plans = [layers] + [[layers[i - 1] for i in self.layers_for_step(t, L, t_max)] for t in range(1, t_max + 1)]
+        counts = [len(p) for p in plans]
+        return StepRuntime(parts, plan=lambda t: plans[min(t, t_max)], layers_used=lambda t: counts[min(t, t_max)])
+
+    @torch.no_grad()
+    def generate(self, model: nn.Module, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
+                 max_new_tokens: int = 64, num_beams: int = 1, do_sample: bool = False, t_max: int | None = None,
+                 **generation_kwargs) -> DecodeOutput:
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams={num_beams!r} must be an integer >= 1")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be >= 1")
+        parts = model_parts(model)
+        self.check_depth(parts.num_layers)
+        t_max = t_max or max_new_tokens
+        runtime = self._runtime(parts, t_max)
+        cache = SkipCache(config=parts.lm.config.get_text_config(decoder=True))
+        beam_calm = isinstance(self, CALM) and num_beams > 1
+        if beam_calm:
+            generation_kwargs["output_scores"] = True  # transformers returns beam_indices only then
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        with scheduled(parts, runtime):
+            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
+                                 num_beams=num_beams, do_sample=do_sample, cache=cache,
+                                 return_dict_in_generate=True, **generation_kwargs)
+        prompt_len = input_ids.shape[1]
+        new = out.sequences[:, prompt_len:]
+        layers = self._layers_matrix(runtime.history, new, parts.num_layers,
+                                     out.beam_indices if beam_calm else None)
+        real = _real_tokens(new, _eos_ids(model, generation_kwargs))
+        layers = layers * real
+        sched = real[:, 1:]
+        avg = float(layers[:, 1:][sched].float().mean()) if sched.any() else math.nan
+        return DecodeOutput(out.sequences, layers, avg, prompt_len, cache.kv_bytes(), out)
+
+    @staticmethod
+    def _layers_matrix(history: list, new: torch.Tensor, num_layers: int, beam_indices) -> torch.LongTensor:
+        rows, n = new.shape
+        cols = [torch.full((rows,), num_layers, dtype=torch.long, device=new.device)]
+        for t in range(1, n):
+            h = history[t - 1]
+            if isinstance(h, int):
+                cols.append(torch.full((rows,), h, dtype=torch.long, device=new.device))
+            elif beam_indices is not None:
+                src = beam_indices[:, t].clamp(min=0).to(h.device)
+                cols.append(h[src])
+            else:
+                cols.append(h)
+        return torch.stack(cols, dim=1)
+
+
+def _eos_ids(model: nn.Module, kwargs: dict) -> list[int]:
+    eos = kwargs.get("eos_token_id", getattr(model.generation_config, "eos_token_id", None))
+    if eos is None:
+        return []
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def _real_tokens(new: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
+    """True for generated tokens up to and including the first EOS of each row."""
+    if not eos_ids:
+        return torch.ones_like(new, dtype=torch.bool)
+    is_eos = torch.isin(new, torch.tensor(eos_ids, device=new.device))
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # EOS seen strictly before this position
+    return before == 0
+
+
+class Vanilla(Decoder):
+    """All layers for every token (the baseline)."""
+
+    name = "vanilla"
+
+    def layers_for_step(self, t, num_layers, t_max):
+        return list(range(1, num_layers + 1))
+
+
+def _check_exits(e_min: int, e_max: int) -> None:
+    if not (isinstance(e_min, int) and isinstance(e_max, int)) or e_min < 0:
+        raise ValueError(f"e_min={e_min!r}, e_max={e_max!r}: exit budgets must be integers >= 0")
+    if e_min > e_max:
+        raise ValueError(f"e_min={e_min} > e_max={e_max}: SkipDecode needs e_min <= e_max (swap them)")
+
+
+class SkipDecode(Decoder):
+    """SkipDecode (eq. 4): the top n(t)+1 layers, n falling linearly from E_max to E_min over t_max tokens."""
+
+    name = "skipdecode"
+
+    def __init__(self, e_min: int = 10, e_max: int = 20):
+        _check_exits(e_min, e_max)
+        self.e_min, self.e_max = e_min, e_max
+
+    def check_depth(self, num_layers):
+        if self.e_max > num_layers:
+            raise ValueError(f"e_max={self.e_max} exceeds the model's {num_layers} layers; "
+                             f"use e_max <= {num_layers} (see schedules.scale_exit)")
+
+    def layers_for_step(self, t, num_layers, t_max):
+        self.check_depth(num_layers)
+        return schedules.skipdecode_layers(t, num_layers, t_max, self.e_min, self.e_max)
+
+    def describe(self):
+        return f"skipdecode(min={self.e_min},max={self.e_max})"
+
+    def settings(self):
+        return {"e_min": self.e_min, "e_max": self.e_max}
+
+
+class HSD(SkipDecode):
+    """Hierarchical Skip Decoding: eq. 4 united with the hierarchical set of eq. 5."""
+
+    name = "hsd"
+
+    def __init__(self, s: int = 1, e_min: int = 0, e_max: int = 12):
+        super().__init__(e_min, e_max)
+        if not isinstance(s, int) or s < 0:
+            raise ValueError(f"s={s!r}: the hierarchical stride must be an integer >= 0 (s=1 runs every 2nd layer)")
+        self.s = s
+
+    def layers_for_step(self, t, num_layers, t_max):
+        self.check_depth(num_layers)
+        return schedules.hsd_layers(t, num_layers, t_max, self.s, self.e_min, self.e_max)
+
+    def describe(self):
+        return f"hsd(s={self.s},min={self.e_min},max={self.e_max})"
+
+    def settings(self):
+        return {"s": self.s, "e_min": self.e_min, "e_max": self.e_max}
+
+
+class CALM(Decoder):
+    """CALM with the softmax-response confidence and the decreasing threshold clamp(1 - d*i, 0, 1)."""
+
+    name = "calm"
+
+    def __init__(self, d: float = 0.02):
+        if not isinstance(d, (int, float)) or not (0 < d <= 1):
+            raise ValueError(f"d={d!r}: CALM's threshold decay must lie in (0, 1] (the paper uses 0.02 and 0.005)")
+        self.d = float(d)
+
+    def _runtime(self, parts, t_max):
+        L = parts.num_layers
+        state = CalmState(parts, [schedules.calm_threshold(i + 1, self.d) for i in range(L)])
+        wrapped = [CalmLayer(i, layer, state) for i, layer in enumerate(parts.layers)]
+        return StepRuntime(parts, plan=lambda t: wrapped, layers_used=lambda t: state.exit_layer.clone())
+
+    def describe(self):
+        return f"calm(d={self.d:g})"
+
+    def settings(self):
+        return {"d": self.d}
+
+
+DECODERS: dict[str, type[Decoder]] = {"vanilla": Vanilla, "skipdecode": SkipDecode, "hsd": HSD, "calm": CALM}
+
+
+def build_decoder(name: str, **kwargs) -> Decoder:
+    """``build_decoder("hsd", s=1, e_min=0, e_max=12)``; names: vanilla, skipdecode, hsd, calm."""
+    cls = DECODERS.get(str(name).lower())
+    if cls is None:
+        raise ValueError(f"unknown decoder {name!r}; choose one of {sorted(DECODERS)}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        import inspect
+        valid = list(inspect.signature(cls.__init__).parameters)[1:]
+        raise ValueError(f"decoder {name!r} got arguments {sorted(kwargs)}; it takes {valid}") from err

