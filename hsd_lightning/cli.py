@@ -1,0 +1,62 @@
+"""LightningCLI entry point: ``python main.py {fit,validate,test,predict} --config ... [--decoder NAME ...]``."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from .data import TextGenDataModule
+from .decoding import DECODERS, Decoder
+from .models.module import CausalLMModule
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+BASE_PRESET = CONFIG_DIR / "presets" / "base.yaml"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class HSDCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser):
+        # --decoder NAME (+ --decoder.ARG) for predict/test; it wins over the decoder saved in a checkpoint
+        parser.add_subclass_arguments(Decoder, "decoder", required=False,
+                                      help="vanilla | skipdecode | hsd | calm, e.g. --decoder hsd --decoder.s 1")
+        parser.link_arguments("model.model_name_or_path", "data.init_args.tokenizer")
+
+    def instantiate_classes(self):
+        super().instantiate_classes()
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        decoder = cfg.get("decoder")
+        if decoder is not None:
+            self.model.decoder = decoder
+            self.model._decoder_from_cli = True
+
+
+def _rewrite_decoder_names(args: list[str]) -> list[str]:
+    """Let users write ``--decoder hsd``: map short names to the class paths jsonargparse expects."""
+    out = list(args)
+    for i, a in enumerate(out):
+        for flag in ("--decoder", "--model.decoder"):
+            if a == flag and i + 1 < len(out) and out[i + 1].lower() in DECODERS:
+                cls = DECODERS[out[i + 1].lower()]
+                out[i + 1] = f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
+            elif a.startswith(flag + "=") and a.split("=", 1)[1].lower() in DECODERS:
+                cls = DECODERS[a.split("=", 1)[1].lower()]
+                out[i] = f"{flag}={cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
+    return out
+
+
+def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
+    args = list(sys.argv[1:] if args is None else args)
+    args = _rewrite_decoder_names(args)
+    # the embedded default: no --config given -> configs/default.yaml (SmolLM2-135M on E2E, CPU-sized)
+    if args and args[0] in SUBCOMMANDS and not any(a == "--config" or a.startswith("--config=") for a in args) \
+            and not any(a in ("-h", "--help") for a in args):
+        args = [args[0], "--config", str(DEFAULT_CONFIG)] + args[1:]
+    argv, sys.argv = sys.argv, sys.argv[:1]  # everything is in ``args``
+    try:
+        return HSDCLI(CausalLMModule, TextGenDataModule, subclass_mode_data=True, args=args, run=run,
+                      parser_kwargs={sub: {"default_config_files": [str(BASE_PRESET)]} for sub in SUBCOMMANDS},
+                      save_config_kwargs={"overwrite": True}, seed_everything_default=42)
+    finally:
+        sys.argv = argv

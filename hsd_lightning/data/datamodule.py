@@ -1,0 +1,224 @@
+"""LightningDataModules for the paper's five tasks, sharing one base class.
+
+Training batches: prompt + target + EOS, right-padded, labels = -100 on prompt and padding.
+Generation batches (validation-generation, test, predict): prompts left-padded with an attention mask, carrying the
+example id, the prompt text and all references of that input (multi-reference tasks are grouped by input).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from pathlib import Path
+
+import datasets
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from ..models.loading import load_tokenizer
+from .readers import SPECS, WHERE_TO_GET, group_by_source, read_hub_pairs, read_pairs
+
+log = logging.getLogger(__name__)
+DEFAULT_DATA_DIR = "data"  # used when neither data_dir nor $HSD_DATA_DIR is given
+
+
+def default_data_dir() -> str:
+    return os.environ.get("HSD_DATA_DIR", DEFAULT_DATA_DIR)
+
+
+class TextGenDataModule(L.LightningDataModule):
+    """Base class. Subclasses set ``dataset`` (a key of ``readers.SPECS``), the prompt template and generation length.
+
+    Args:
+        tokenizer: model name or path whose tokenizer to use (linked from ``model.model_name_or_path`` by the CLI).
+        data_dir: folder holding one sub-folder per dataset; default ``$HSD_DATA_DIR``, then ``./data``.
+        prompt_template: must contain ``{source}``; the target follows it after a space and ends with EOS.
+        max_source_tokens: sources longer than this are truncated (the source only, never template or target).
+        max_train_samples / max_eval_samples: first N (or seeded random N if ``shuffle_subset``) training pairs /
+            evaluation inputs, for CPU budgets.
+        predict_split: split used by ``predict`` and ``test`` (``test`` by default).
+        allow_hub: if the local files are missing, load the task from the hub with ``datasets.load_dataset``.
+    """
+
+    dataset: str = ""
+    default_template: str = "{source}"
+    default_max_new_tokens: int = 64
+
+    def __init__(self, tokenizer: str = "tiny-gpt2", data_dir: str | None = None, prompt_template: str | None = None,
+                 max_source_tokens: int = 512, batch_size: int = 8, eval_batch_size: int = 8, num_workers: int = 0,
+                 max_train_samples: int | None = None, max_eval_samples: int | None = None,
+                 shuffle_subset: bool = False, seed: int = 42, predict_split: str = "test", allow_hub: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+        template = prompt_template or self.default_template
+        if "{source}" not in template:
+            raise ValueError(f"prompt_template {template!r} has no '{{source}}' placeholder; add one")
+        if predict_split not in ("train", "validation", "test"):
+            raise ValueError(f"predict_split={predict_split!r}; use 'train', 'validation' or 'test'")
+        self.template = template
+        self.data_dir = data_dir or default_data_dir()
+        self.spec = SPECS[self.dataset]
+        self._tok = None
+        self._cache: dict[str, datasets.Dataset] = {}
+        self.source_used: str | None = None  # "local <path>" or "hub <id>"
+        self.num_truncated: dict[str, int] = {}
+
+    # ---- tokenizer & raw data --------------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        if self._tok is None:
+            self._tok = load_tokenizer(self.hparams.tokenizer)
+        return self._tok
+
+    def pairs(self, split: str) -> list[tuple[str, str]]:
+        local = Path(self.data_dir).expanduser() / self.spec.folder
+        if local.exists() or not self.hparams.allow_hub:
+            if not local.exists():
+                raise FileNotFoundError(f"{self.dataset}: data folder {local} not found; set data.data_dir "
+                                        f"(or $HSD_DATA_DIR) to {WHERE_TO_GET}")
+            self.source_used = f"local {local}"
+            return read_pairs(self.spec, self.data_dir, split)
+        self.source_used = f"hub {self.spec.hub[0]}"
+        log.warning("%s: %s missing, loading %s from the hub", self.dataset, local, self.spec.hub[0])
+        return read_hub_pairs(self.spec, split)
+
+    def _subset(self, items: list, n: int | None) -> list:
+        if n is None or n >= len(items):
+            return items
+        if self.hparams.shuffle_subset:
+            return random.Random(self.hparams.seed).sample(items, n)
+        return items[:n]
+
+    def _nonempty(self, items: list, split: str) -> list:
+        if not items:
+            raise ValueError(f"{self.dataset}: split {split!r} is empty after filtering; check the files in "
+                             f"{self.data_dir} and max_*_samples")
+        return items
+
+    # ---- tokenization (once, with datasets.map) ----------------------------------------------------------------
+    def _prompt_ids(self, sources: list[str], split: str) -> list[list[int]]:
+        tok = self.tokenizer
+        prefix, suffix = self.template.split("{source}", 1)
+        pre = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        suf = tok(suffix, add_special_tokens=False)["input_ids"] if suffix else []
+        src = tok(sources, add_special_tokens=False)["input_ids"]
+        m = self.hparams.max_source_tokens
+        self.num_truncated[split] = self.num_truncated.get(split, 0) + sum(len(s) > m for s in src)
+        return [pre + s[:m] + suf for s in src]
+
+    def _train_features(self, batch: dict, split: str) -> dict:
+        tok = self.tokenizer
+        prompts = self._prompt_ids(batch["source"], split)
+        targets = tok([" " + t for t in batch["target"]], add_special_tokens=False)["input_ids"]
+        ids = [p + t + [tok.eos_token_id] for p, t in zip(prompts, targets)]
+        labels = [[-100] * len(p) + t + [tok.eos_token_id] for p, t in zip(prompts, targets)]
+        return {"input_ids": ids, "labels": labels}
+
+    def _gen_features(self, batch: dict, split: str) -> dict:
+        return {"prompt_ids": self._prompt_ids(batch["source"], split)}
+
+    def dataset_for(self, split: str, kind: str) -> datasets.Dataset:
+        key = f"{split}/{kind}"
+        if key in self._cache:
+            return self._cache[key]
+        pairs = self.pairs(split)
+        if kind == "train":
+            if split == "train":
+                pairs = self._subset(pairs, self.hparams.max_train_samples)
+            else:  # validation loss on the pairs of the first max_eval_samples inputs
+                keep = {s for s, _ in self._subset(group_by_source(pairs), self.hparams.max_eval_samples)}
+                pairs = [p for p in pairs if p[0] in keep]
+            pairs = self._nonempty(pairs, split)
+            ds = datasets.Dataset.from_dict({"source": [s for s, _ in pairs], "target": [t for _, t in pairs]})
+            ds = ds.map(self._train_features, batched=True, fn_kwargs={"split": split},
+                        remove_columns=["source", "target"])
+        else:
+            groups = self._nonempty(self._subset(group_by_source(pairs), self.hparams.max_eval_samples), split)
+            ds = datasets.Dataset.from_dict({"id": [f"{self.dataset}-{split}-{i}" for i in range(len(groups))],
+                                             "source": [s for s, _ in groups], "references": [r for _, r in groups]})
+            ds = ds.map(self._gen_features, batched=True, fn_kwargs={"split": split})
+        if self.num_truncated.get(split):
+            log.warning("%s/%s: truncated %d sources to %d tokens", self.dataset, split, self.num_truncated[split],
+                        self.hparams.max_source_tokens)
+        self._cache[key] = ds
+        return ds
+
+    # ---- collation -------------------------------------------------------------------------------------------------
+    def collate_train(self, items: list[dict]) -> dict:
+        pad = self.tokenizer.pad_token_id
+        n = max(len(it["input_ids"]) for it in items)
+        ids = torch.full((len(items), n), pad, dtype=torch.long)
+        labels = torch.full((len(items), n), -100, dtype=torch.long)
+        mask = torch.zeros((len(items), n), dtype=torch.long)
+        for i, it in enumerate(items):  # right padding
+            k = len(it["input_ids"])
+            ids[i, :k] = torch.tensor(it["input_ids"])
+            labels[i, :k] = torch.tensor(it["labels"])
+            mask[i, :k] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    def collate_generate(self, items: list[dict]) -> dict:
+        pad = self.tokenizer.pad_token_id
+        n = max(len(it["prompt_ids"]) for it in items)
+        ids = torch.full((len(items), n), pad, dtype=torch.long)
+        mask = torch.zeros((len(items), n), dtype=torch.long)
+        for i, it in enumerate(items):  # left padding
+            k = len(it["prompt_ids"])
+            ids[i, n - k:] = torch.tensor(it["prompt_ids"])
+            mask[i, n - k:] = 1
+        return {"input_ids": ids, "attention_mask": mask, "ids": [it["id"] for it in items],
+                "prompts": [self.template.format(source=it["source"]) for it in items],
+                "references": [it["references"] for it in items]}
+
+    # ---- loaders -----------------------------------------------------------------------------------------------
+    def _loader(self, ds, batch_size, collate, shuffle=False):
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.dataset_for("train", "train"), self.hparams.batch_size, self.collate_train, True)
+
+    def val_dataloader(self):
+        return self._loader(self.dataset_for("validation", "train"), self.hparams.eval_batch_size, self.collate_train)
+
+    def test_dataloader(self):
+        return self.predict_dataloader()
+
+    def predict_dataloader(self):
+        return self._loader(self.dataset_for(self.hparams.predict_split, "generate"), self.hparams.eval_batch_size,
+                            self.collate_generate)
+
+
+class E2EDataModule(TextGenDataModule):
+    dataset = "e2e"
+    default_template = "Describe the restaurant from its attributes.\nAttributes: {source}\nDescription:"
+    default_max_new_tokens = 64
+
+
+class CommonGenDataModule(TextGenDataModule):
+    dataset = "commongen"
+    default_template = "Write one sentence that uses all of these concepts: {source}\nSentence:"
+    default_max_new_tokens = 32
+
+
+class CNNDMDataModule(TextGenDataModule):
+    dataset = "cnn_dailymail"
+    default_template = "Summarize the news article in a few sentences.\nArticle: {source}\nSummary:"
+    default_max_new_tokens = 128
+
+
+class XSumDataModule(TextGenDataModule):
+    dataset = "xsum"
+    default_template = "Summarize the news article in one sentence.\nArticle: {source}\nSummary:"
+    default_max_new_tokens = 64
+
+
+class HealthCareMagicDataModule(TextGenDataModule):
+    dataset = "healthcaremagic"
+    default_template = "Answer the patient as a doctor.\nPatient: {source}\nDoctor:"
+    default_max_new_tokens = 128
+
+
+DATAMODULES = {cls.dataset: cls for cls in (E2EDataModule, CommonGenDataModule, CNNDMDataModule, XSumDataModule,
+                                            HealthCareMagicDataModule)}

