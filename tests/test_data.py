@@ -1,0 +1,91 @@
+"""Data modules on real rows of each dataset: grouping, masking, padding, truncation, bad input."""
+import json
+import warnings
+
+import pytest
+import torch
+
+from hsd_lightning.data import DATAMODULES, E2EDataModule
+from hsd_lightning.data.readers import SPECS, read_pairs
+
+
+@pytest.mark.parametrize("name", sorted(DATAMODULES))
+def test_each_dataset_reads_trains_and_generates(name, data_dir):
+    dm = DATAMODULES[name](data_dir=str(data_dir), max_train_samples=6, max_eval_samples=3, batch_size=3,
+                           eval_batch_size=3, max_source_tokens=64)
+    assert dm.pairs("train") and dm.source_used.startswith("local")
+    b = next(iter(dm.train_dataloader()))
+    ids, labels, mask = b["input_ids"], b["labels"], b["attention_mask"]
+    eos = dm.tokenizer.eos_token_id
+    for i in range(ids.shape[0]):
+        n = int(mask[i].sum())
+        assert mask[i, :n].all() and not mask[i, n:].any()  # right padding
+        assert (labels[i, n:] == -100).all()  # padding masked
+        tgt = labels[i, :n] != -100
+        first = int(tgt.nonzero()[0])
+        assert not tgt[:first].any() and tgt[first:].all()  # prompt masked, target (and EOS) kept
+        assert labels[i, n - 1] == eos and ids[i, n - 1] == eos
+    g = next(iter(dm.predict_dataloader()))
+    gm = g["attention_mask"]
+    for i in range(gm.shape[0]):
+        n = int(gm[i].sum())
+        assert gm[i, -n:].all() and not gm[i, :-n].any()  # left padding
+    assert len(g["ids"]) == len(g["references"]) == 3 and all(g["references"])
+
+
+def test_multi_reference_inputs_are_grouped(data_dir):
+    dm = E2EDataModule(data_dir=str(data_dir), max_eval_samples=5)
+    ds = dm.dataset_for("test", "generate")
+    pairs = read_pairs(SPECS["e2e"], data_dir, "test")
+    for row in ds:
+        refs = [t for s, t in pairs if s == row["source"]]
+        assert row["references"] == refs and len(refs) >= 1
+    assert len(set(ds["source"])) == len(ds)
+    assert any(len(r) > 1 for r in ds["references"])
+    # training keeps every (input, reference) pair
+    assert len(dm.pairs("train")) == 42061
+
+
+def test_commongen_concepts_and_all_scenes(data_dir):
+    pairs = read_pairs(SPECS["commongen"], data_dir, "validation")
+    first = json.loads((data_dir / "commongen" / "commongen.dev.jsonl").open().readline())
+    assert pairs[0][0] == "field, look, stand"
+    assert [t for s, t in pairs if s == pairs[0][0]][: len(first["scene"])] == first["scene"]
+
+
+def test_long_sources_truncated_never_the_target(data_dir):
+    dm = DATAMODULES["cnn_dailymail"](data_dir=str(data_dir), max_train_samples=4, max_source_tokens=20)
+    ds = dm.dataset_for("train", "train")
+    prefix, suffix = dm.template.split("{source}")
+    tok = dm.tokenizer
+    n_tmpl = len(tok(prefix, add_special_tokens=False)["input_ids"]) + len(tok(suffix, add_special_tokens=False)["input_ids"])
+    pairs = dm.pairs("train")[:4]
+    for row, (_, target) in zip(ds, pairs):
+        prompt_len = sum(1 for x in row["labels"] if x == -100)
+        assert prompt_len == n_tmpl + 20
+        assert tok.decode([x for x in row["labels"] if x != -100][:-1]).strip() == target.strip()
+    assert dm.num_truncated["train"] == 4
+
+
+def test_missing_folder_and_malformed_rows(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"xsum: data folder .*xsum not found; set data.data_dir"):
+        DATAMODULES["xsum"](data_dir=str(tmp_path)).dataset_for("train", "train")
+    (tmp_path / "xsum").mkdir()
+    rows = [{"document": "a b c", "summary": "x"}, {"document": "", "summary": "y"}, {"summary": "z"}]
+    (tmp_path / "xsum" / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n{not json\n")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        pairs = read_pairs(SPECS["xsum"], tmp_path, "train")
+    assert pairs == [("a b c", "x")]
+    assert any("skipped 3 malformed rows" in str(x.message) for x in w)
+    (tmp_path / "xsum" / "validation.jsonl").write_text(json.dumps({"document": "", "summary": ""}) + "\n")
+    with pytest.raises(ValueError, match="split 'validation' is empty after filtering"):
+        DATAMODULES["xsum"](data_dir=str(tmp_path)).dataset_for("validation", "generate")
+
+
+def test_subsetting_is_deterministic(data_dir):
+    a = E2EDataModule(data_dir=str(data_dir), max_train_samples=5, shuffle_subset=True, seed=1)
+    b = E2EDataModule(data_dir=str(data_dir), max_train_samples=5, shuffle_subset=True, seed=1)
+    assert a.dataset_for("train", "train")["input_ids"] == b.dataset_for("train", "train")["input_ids"]
+    with pytest.raises(ValueError, match="no '{source}' placeholder"):
+        E2EDataModule(prompt_template="no placeholder")
