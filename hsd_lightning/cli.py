@@ -56,7 +56,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     argv, sys.argv = sys.argv, sys.argv[:1]  # everything is in ``args``
     try:
         return HSDCLI(CausalLMModule, TextGenDataModule, subclass_mode_data=True, args=args, run=run,
-                      parser_kwargs={sub: {"default_config_files": [str(BASE_PRESET)]} for sub in SUBCOMMANDS},
+                      parser_kwargs=({sub: {"default_config_files": [str(BASE_PRESET)]} for sub in SUBCOMMANDS}
+                                     if run else {"default_config_files": [str(BASE_PRESET)]}),
                       save_config_kwargs={"overwrite": True}, seed_everything_default=42)
     finally:
         sys.argv = argv
