@@ -1,0 +1,79 @@
+"""Our torchmetrics-based scores agree with rouge-score and sacrebleu; bad runs are handled; report works."""
+import json
+
+import pytest
+
+from hsd_lightning.evaluation.metrics import GenerationScores
+from hsd_lightning.evaluation.report import main as report_main
+
+RECORDS = [
+    {"prediction": "The Eagle is a cheap coffee shop near Burger King.",
+     "references": ["The Eagle is a low-priced coffee shop near Burger King.", "Near Burger King is The Eagle."]},
+    {"prediction": "A family friendly Japanese place in the riverside area.",
+     "references": ["In the riverside area there is a family friendly Japanese restaurant."]},
+    {"prediction": "running dogs chase the red ball in the park",
+     "references": ["A dog runs after a red ball in a park.", "The dogs chased the ball.", "dogs in the park"]},
+    {"prediction": "", "references": ["An empty prediction scores zero."]},
+]
+
+
+def _records():
+    return [dict(r, id=str(i), layers_per_token=[6, 3, 3], generated_tokens=3, generation_seconds=0.1)
+            for i, r in enumerate(RECORDS)]
+
+
+def test_scores_match_rouge_score_and_sacrebleu():
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
+    s = GenerationScores(bertscore=False)
+    s.update(_records()[:2])
+    s.update(_records()[2:])  # accumulated across batches
+    ours = s.compute()
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    for key in ("rouge1", "rouge2", "rougeL"):
+        ref = sum(max(scorer.score(t, r["prediction"])[key].fmeasure for t in r["references"]) for r in RECORDS)
+        assert ours[key] == pytest.approx(100 * ref / len(RECORDS), abs=0.01)
+    preds = [r["prediction"] for r in RECORDS]
+    n_refs = max(len(r["references"]) for r in RECORDS)
+    refs = [[r["references"][k] if k < len(r["references"]) else None for r in RECORDS] for k in range(n_refs)]
+    for n, key in ((1, "bleu1"), (4, "bleu4")):
+        sb = BLEU(max_ngram_order=n, tokenize="none", smooth_method="none").corpus_score(preds, refs).score
+        assert ours[key] == pytest.approx(sb, abs=0.01)
+    assert ours["avg_layer"] == 3.0 and ours["empty_predictions"] == 1 and ours["tokens_per_second"] == pytest.approx(30)
+
+
+def test_bertscore_offline_best_reference_and_empty_prediction():
+    s = GenerationScores()
+    s.update(_records())
+    m = s.compute()
+    assert 0 < m["bertscore"] < 100
+    one = GenerationScores()
+    one.update([dict(_records()[0], prediction=RECORDS[0]["references"][0])])
+    assert one.compute()["bertscore"] == pytest.approx(100, abs=0.01)  # identical to one of its references
+
+
+def test_empty_references_are_skipped():
+    s = GenerationScores(bertscore=False)
+    s.update([dict(_records()[0], references=["", " "])])
+    s.update(_records()[:1])
+    assert s.compute()["examples"] == 1
+
+
+def test_report_groups_datasets_and_names_missing_metrics(tmp_path, capsys):
+    for ds, dec, name, avg, tps in [("e2e", "vanilla", "vanilla", 30.0, 10.0), ("e2e", "hsd(s=1,min=0,max=10)", "hsd", 15.0, 17.0),
+                                    ("xsum", "vanilla", "vanilla", 30.0, 5.0), ("xsum", "calm(d=0.02)", "calm", 8.0, 4.0)]:
+        d = tmp_path / ds / dec
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"dataset": ds, "model": "m", "decoder": dec, "decoder_name": name,
+                                                    "avg_layer": avg, "rouge1": 1.0, "rouge2": 1.0, "rougeL": 1.0,
+                                                    "bleu1": 1.0, "bertscore": 50.0, "tokens_per_second": tps}))
+    (tmp_path / "empty").mkdir()
+    report_main([str(tmp_path), str(tmp_path / "empty"), "--out", str(tmp_path / "rep")])
+    out = capsys.readouterr()
+    assert "holds no metrics.json" in out.err
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "### e2e / m" in md and "### xsum / m" in md and "| 1.70 |" in md  # speed-up 17/10 within e2e
+    assert (tmp_path / "rep" / "pareto.png").stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="nothing to report"):
+        report_main([str(tmp_path / "empty")])
