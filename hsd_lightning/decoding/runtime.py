@@ -44,16 +44,16 @@ class SkipCache(DynamicCache):
         return out
 
     def _longest(self, layer_idx: int) -> int:
+        """Index of a layer that has seen every token: the top layer, which runs at every step under every decoder
+        here (SkipDecode/HSD always keep layer L; CALM propagates into it). Hybrid caches: scan same-type layers."""
         if not self.layers:
             return layer_idx
+        if not any(self.is_sliding):
+            return len(self.layers) - 1
         sliding = self.is_sliding[layer_idx] if layer_idx < len(self.layers) else False
-        best, best_len = layer_idx, -1
-        for i, layer in enumerate(self.layers):
-            if self.is_sliding[i] == sliding:
-                n = layer.get_seq_length() if layer.is_initialized else 0
-                if n > best_len:
-                    best, best_len = i, n
-        return best
+        lengths = [(layer.get_seq_length() if layer.is_initialized else -1) if self.is_sliding[i] == sliding else -2
+                   for i, layer in enumerate(self.layers)]
+        return max(range(len(lengths)), key=lengths.__getitem__)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return super().get_seq_length(self._longest(layer_idx))
