@@ -3,7 +3,6 @@ import json
 import warnings
 
 import pytest
-import torch
 
 from hsd_lightning.data import DATAMODULES, E2EDataModule
 from hsd_lightning.data.readers import SPECS, read_pairs

@@ -145,29 +145,24 @@ class TextGenDataModule(L.LightningDataModule):
         return ds
 
     # ---- collation -------------------------------------------------------------------------------------------------
-    def collate_train(self, items: list[dict]) -> dict:
-        pad = self.tokenizer.pad_token_id
-        n = max(len(it["input_ids"]) for it in items)
-        ids = torch.full((len(items), n), pad, dtype=torch.long)
-        labels = torch.full((len(items), n), -100, dtype=torch.long)
-        mask = torch.zeros((len(items), n), dtype=torch.long)
-        for i, it in enumerate(items):  # right padding
-            k = len(it["input_ids"])
-            ids[i, :k] = torch.tensor(it["input_ids"])
-            labels[i, :k] = torch.tensor(it["labels"])
-            mask[i, :k] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    def _pad(self, seqs: list[list[int]], value: int, left: bool) -> torch.Tensor:
+        out = torch.full((len(seqs), max(len(x) for x in seqs)), value, dtype=torch.long)
+        for i, x in enumerate(seqs):
+            if x:
+                (out[i, out.shape[1] - len(x):] if left else out[i, :len(x)]).copy_(torch.tensor(x))
+        return out
 
-    def collate_generate(self, items: list[dict]) -> dict:
-        pad = self.tokenizer.pad_token_id
-        n = max(len(it["prompt_ids"]) for it in items)
-        ids = torch.full((len(items), n), pad, dtype=torch.long)
-        mask = torch.zeros((len(items), n), dtype=torch.long)
-        for i, it in enumerate(items):  # left padding
-            k = len(it["prompt_ids"])
-            ids[i, n - k:] = torch.tensor(it["prompt_ids"])
-            mask[i, n - k:] = 1
-        return {"input_ids": ids, "attention_mask": mask, "ids": [it["id"] for it in items],
+    def collate_train(self, items: list[dict]) -> dict:  # right padding
+        ids = [it["input_ids"] for it in items]
+        return {"input_ids": self._pad(ids, self.tokenizer.pad_token_id, left=False),
+                "attention_mask": self._pad([[1] * len(x) for x in ids], 0, left=False),
+                "labels": self._pad([it["labels"] for it in items], -100, left=False)}
+
+    def collate_generate(self, items: list[dict]) -> dict:  # left padding
+        ids = [it["prompt_ids"] for it in items]
+        return {"input_ids": self._pad(ids, self.tokenizer.pad_token_id, left=True),
+                "attention_mask": self._pad([[1] * len(x) for x in ids], 0, left=True),
+                "ids": [it["id"] for it in items],
                 "prompts": [self.template.format(source=it["source"]) for it in items],
                 "references": [it["references"] for it in items]}
 

@@ -6,7 +6,6 @@ BERTScore F1 (best over references), Avg. Layer, throughput. All on the 0-100 sc
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torchmetrics import MeanMetric, SumMetric

@@ -5,7 +5,6 @@ import json
 import logging
 from pathlib import Path
 
-import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from .metrics import GenerationScores, format_table
