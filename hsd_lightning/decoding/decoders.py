@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers import DynamicCache
 
 from . import schedules
 from .families import ModelParts, model_parts
@@ -61,7 +62,11 @@ class Decoder:
     @torch.no_grad()
     def generate(self, model: nn.Module, input_ids: torch.LongTensor, attention_mask: torch.Tensor | None = None,
                  max_new_tokens: int = 64, num_beams: int = 1, do_sample: bool = False, t_max: int | None = None,
-                 **generation_kwargs) -> DecodeOutput:
+                 cache: DynamicCache | None = None, **generation_kwargs) -> DecodeOutput:
+        """Decode with this decoder's layer plan. ``cache``: optional ``DynamicCache`` already holding the first
+        tokens of ``input_ids`` for every row (``batch * num_beams`` rows, beams of a prompt adjacent), e.g. a
+        prompt prefix computed once; it is extended in place, exactly as transformers' ``generate`` does with a
+        user cache. The first forward pass (all layers) covers the prompt tokens the cache does not hold."""
         if not isinstance(num_beams, int) or num_beams < 1:
             raise ValueError(f"num_beams={num_beams!r} must be an integer >= 1")
         if max_new_tokens < 1:
@@ -70,7 +75,7 @@ class Decoder:
         self.check_depth(parts.num_layers)
         t_max = t_max or max_new_tokens
         runtime = self._runtime(parts, t_max)
-        cache = SkipCache(config=parts.lm.config.get_text_config(decoder=True))
+        cache = _as_skip_cache(cache, input_ids, num_beams, parts)
         beam_calm = isinstance(self, CALM) and num_beams > 1
         if beam_calm:
             generation_kwargs["output_scores"] = True  # transformers returns beam_indices only then
@@ -104,6 +109,25 @@ class Decoder:
             else:
                 cols.append(h)
         return torch.stack(cols, dim=1)
+
+
+def _as_skip_cache(cache, input_ids: torch.Tensor, num_beams: int, parts: ModelParts) -> SkipCache:
+    if cache is None:
+        return SkipCache(config=parts.lm.config.get_text_config(decoder=True))
+    if type(cache) not in (DynamicCache, SkipCache):
+        raise TypeError(f"cache={type(cache).__name__}: layer skipping needs a DynamicCache (or SkipCache), "
+                        "whose per-layer lengths may differ; pass cache=None or a DynamicCache")
+    rows, held = input_ids.shape[0] * num_beams, cache.get_seq_length()
+    if held and cache.layers[-1].keys.shape[0] != rows:
+        raise ValueError(f"cache holds {cache.layers[-1].keys.shape[0]} rows but batch {input_ids.shape[0]} x "
+                         f"num_beams {num_beams} = {rows}; prefill input_ids.repeat_interleave(num_beams, 0)")
+    if held >= input_ids.shape[1]:
+        raise ValueError(f"cache already holds {held} tokens but input_ids has {input_ids.shape[1]}; the cache must "
+                         "hold a strict prefix of the prompt (prefill input_ids[:, :-1])")
+    # SkipCache adds behaviour only (no state), so the user's cache is re-classed in place rather than copied: the
+    # prompt's K/V may be gigabytes, and transformers extends a user cache in place too.
+    cache.__class__ = SkipCache
+    return cache
 
 
 def _eos_ids(model: nn.Module, kwargs: dict) -> list[int]:
