@@ -191,6 +191,24 @@ def test_layers_that_never_run_do_not_grow_their_cache(batch):
     assert out.kv_cache_bytes < vanilla.kv_cache_bytes
 
 
+@pytest.mark.parametrize("name,kw", [("hsd", dict(s=1, e_min=0, e_max=3)), ("skipdecode", dict(e_min=1, e_max=4)),
+                                     ("calm", dict(d=0.1))])
+def test_deferred_beam_reorders_equal_eager_ones(batch, monkeypatch, name, kw):
+    """SkipCache defers beam reorders of layers that do not run; tokens and the final cache must not change."""
+    from transformers import DynamicCache
+    from hsd_lightning.decoding.runtime import SkipCache
+    m = model_for("tiny-llama", sharp=name == "calm")
+    args = dict(attention_mask=batch["attention_mask"], max_new_tokens=7, min_new_tokens=7, num_beams=3,
+                eos_token_id=None)
+    dec = build_decoder(name, **kw)
+    lazy = dec.generate(m, batch["input_ids"], **args)
+    monkeypatch.setattr(SkipCache, "reorder_cache", DynamicCache.reorder_cache)
+    eager = dec.generate(m, batch["input_ids"], **args)
+    assert torch.equal(lazy.sequences, eager.sequences) and torch.equal(lazy.layers_per_token, eager.layers_per_token)
+    for a, b in zip(lazy.raw.cache.layers, eager.raw.cache.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,kw,msg", [
     ("hsd", dict(s=-1), "s=-1"), ("skipdecode", dict(e_min=20, e_max=10), "e_min=20 > e_max=10"),

@@ -27,3 +27,12 @@ def ideal_speedup(config, num_layers: int, avg_layers: float, prompt_len: int, n
     """(L*c_layer + c_head) / (avg_layers*c_layer + c_head) at the mean decode context."""
     c_layer, c_head = step_flops(config, prompt_len + new_tokens // 2)
     return (num_layers * c_layer + c_head) / (avg_layers * c_layer + c_head)
+
+
+def calm_ideal_speedup(config, num_layers: int, executed_layers: float, context: int) -> float:
+    """What CALM's own compute allows: per step the batch runs ``executed_layers`` layers (its deepest row), and
+    after each of them except the last layer the confidence check applies the LM head (softmax response), then the
+    final LM head. K/V propagation for the skipped layers (two projections) is ignored."""
+    c_layer, c_head = step_flops(config, context)
+    checks = min(executed_layers, num_layers - 1)
+    return (num_layers * c_layer + c_head) / (executed_layers * c_layer + checks * c_head + c_head)

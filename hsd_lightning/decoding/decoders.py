@@ -85,6 +85,7 @@ class Decoder:
             out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                                  num_beams=num_beams, do_sample=do_sample, cache=cache,
                                  return_dict_in_generate=True, **generation_kwargs)
+        cache.flush_reorders()
         prompt_len = input_ids.shape[1]
         new = out.sequences[:, prompt_len:]
         layers = self._layers_matrix(runtime.history, new, parts.num_layers,
@@ -126,7 +127,9 @@ def _as_skip_cache(cache, input_ids: torch.Tensor, num_beams: int, parts: ModelP
                          "hold a strict prefix of the prompt (prefill input_ids[:, :-1])")
     # SkipCache adds behaviour only (no state), so the user's cache is re-classed in place rather than copied: the
     # prompt's K/V may be gigabytes, and transformers extends a user cache in place too.
-    cache.__class__ = SkipCache
+    if type(cache) is DynamicCache:
+        cache.__class__ = SkipCache
+        cache._pending = {}
     return cache
 
 
