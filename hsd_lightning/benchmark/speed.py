@@ -193,6 +193,7 @@ def bench_cell(model, batch, beams, prompt, new_tokens, reps, decoders, prefill_
                          executed_layers=r[-1]["executed"], prefill_s=pre_s,
                          total_s=total, decode_s=decode, tokens_per_s=batch * new_tokens / (pre_s + total),
                          decode_tokens_per_s=batch * (new_tokens - 1) / decode,
+                         decode_s_reps=[x["decode"] for x in r], total_s_reps=[x["total"] for x in r],
                          kv_cache_mb=r[-1]["kv"] / 2**20,
                          peak_mem_mb=statistics.median(peaks) / 2**20 if peaks else None))
     by = {r["decoder"]: r for r in rows}
