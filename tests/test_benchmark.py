@@ -81,7 +81,7 @@ def test_bench_cell_rows_and_summary():
     assert sk["efficiency"] == pytest.approx(sk["speedup"] / sk["ideal_speedup"])
     assert sk["avg_layers"] < 6 and sk["ideal_speedup"] > 1
     assert sk["kv_cache_mb"] < by["vanilla"]["kv_cache_mb"] == by["hf_generate"]["kv_cache_mb"]
-    assert sk["executed_layers"] == sk["avg_layers"]  # one schedule for every row
+    assert sk["executed_layers"] == pytest.approx(sk["avg_layers"])  # one schedule for every row
     calm = by["calm(d=0.1)"]
     assert calm["avg_layers"] <= calm["executed_layers"] <= 6
     assert calm["efficiency_with_checks"] == pytest.approx(calm["speedup"] / calm["ideal_with_checks"])

@@ -209,6 +209,17 @@ def test_deferred_beam_reorders_equal_eager_ones(batch, monkeypatch, name, kw):
         assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
+def test_executed_layers_is_the_deepest_row_per_step(batch):
+    m = model_for("tiny-llama", sharp=True)
+    args = dict(attention_mask=batch["attention_mask"], max_new_tokens=6, min_new_tokens=6, eos_token_id=None)
+    calm = build_decoder("calm", d=0.1).generate(m, batch["input_ids"], **args)
+    deepest = calm.layers_per_token[:, 1:].max(dim=0).values.float().mean()
+    assert calm.executed_layers == pytest.approx(float(deepest)) and calm.executed_layers >= calm.avg_layers
+    dec = build_decoder("skipdecode", e_min=1, e_max=4)
+    sk = dec.generate(m, batch["input_ids"], **args)
+    assert sk.executed_layers == pytest.approx(sum(len(dec.layers_for_step(t, 6, 6)) for t in range(1, 6)) / 5)
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,kw,msg", [
     ("hsd", dict(s=-1), "s=-1"), ("skipdecode", dict(e_min=20, e_max=10), "e_min=20 > e_max=10"),

@@ -153,8 +153,7 @@ def run_once(model, decoder, ids, template, beams, new_tokens) -> dict:
                 avg = executed = float(model_parts(model).num_layers)
             else:
                 out = decoder.generate(model, ids, attention_mask=torch.ones_like(ids), cache=cache, **kw)
-                # layers the batch actually ran per step: the deepest row's (CALM runs until every row has exited)
-                avg, executed = out.avg_layers, float(out.layers_per_token[:, 1:].max(dim=0).values.float().mean())
+                avg, executed = out.avg_layers, out.executed_layers
             _sync()
             end = time.perf_counter()
     finally:

@@ -26,6 +26,10 @@ class DecodeOutput:
     prompt_length: int
     kv_cache_bytes: int = 0
     raw: Any = field(default=None, repr=False)  # the GenerateOutput of transformers (scores/logits if asked)
+    # layers the batch actually ran per scheduled step, averaged over steps: the deepest of all rows (beams and
+    # finished rows included), since CALM keeps running layers until every row has exited; for SkipDecode/HSD the
+    # mean schedule length
+    executed_layers: float = math.nan
 
     @property
     def new_tokens(self) -> torch.LongTensor:
@@ -94,7 +98,9 @@ class Decoder:
         layers = layers * real
         sched = real[:, 1:]
         avg = float(layers[:, 1:][sched].float().mean()) if sched.any() else math.nan
-        return DecodeOutput(out.sequences, layers, avg, prompt_len, cache.kv_bytes(), out)
+        per_step = [h if isinstance(h, int) else int(h.max()) for h in runtime.history]
+        executed = sum(per_step) / len(per_step) if per_step else math.nan
+        return DecodeOutput(out.sequences, layers, avg, prompt_len, cache.kv_bytes(), out, executed)
 
     @staticmethod
     def _layers_matrix(history: list, new: torch.Tensor, num_layers: int, beam_indices) -> torch.LongTensor:
@@ -129,7 +135,7 @@ def _as_skip_cache(cache, input_ids: torch.Tensor, num_beams: int, parts: ModelP
     # prompt's K/V may be gigabytes, and transformers extends a user cache in place too.
     if type(cache) is DynamicCache:
         cache.__class__ = SkipCache
-        cache._pending = {}
+        cache._pending, cache._touched = {}, set(range(len(cache.layers)))  # the prefix touched every layer
     return cache
 
 

@@ -35,14 +35,15 @@ class _KVWritten(Exception):
 
 
 class SkipCache(DynamicCache):
-    """DynamicCache whose lengths come from the top layer, with beam reorders deferred per layer.
+    """DynamicCache whose lengths come from the top layer, with beam reorders deferred for layers that did not run.
 
     Beam search reorders every layer's K/V after every step (an ``index_select`` copy of the whole cache). A layer
     that SkipDecode/HSD dropped never reads its K/V again, so copying it each step is pure waste -- with a 900-token
-    prompt and 4 beams it cost SmolLM2 ~10% of a skip decoder's step. Here a reorder only composes the beam indices
-    per layer (a few integers); a layer applies them when it next runs (``update``) and ``flush_reorders`` brings
-    every layer up to date at the end of ``generate``, so the cache handed back is exactly what eager reordering
-    gives. (transformers' quantized cache layers defer reorders the same way, for a different reason.)
+    prompt and 4 beams it cost SmolLM2 ~10% of a skip decoder's step. Layers that ran since the last reorder are
+    reordered at once, exactly as ``DynamicCache`` does (same copies, same memory pattern as plain ``generate``);
+    for the others a reorder only composes the beam indices (a few integers), applied when the layer next runs
+    (``update``), and ``flush_reorders`` brings every layer up to date at the end of ``generate``, so the cache
+    handed back is exactly what eager reordering gives. (transformers' quantized cache layers also defer reorders.)
     """
 
     stop_after_update = False
@@ -50,9 +51,10 @@ class SkipCache(DynamicCache):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._pending: dict[int, torch.Tensor] = {}
+        self._touched: set[int] = set()
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
-        beam_idx = beam_idx.clone()  # transformers owns beam_idx; layers that ran since the last reorder share this
+        deferred = None  # transformers owns beam_idx: layers that start a chain share one clone of it
         composed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(old) -> (old kept alive, old[beam_idx])
         pending = self._pending
         for i, layer in enumerate(self.layers):
@@ -60,11 +62,16 @@ class SkipCache(DynamicCache):
                 continue
             old = pending.get(i)
             if old is None:
-                pending[i] = beam_idx
+                if i in self._touched:
+                    layer.reorder_cache(beam_idx)
+                else:
+                    deferred = beam_idx.clone() if deferred is None else deferred
+                    pending[i] = deferred
                 continue
             if id(old) not in composed:  # layers dropped at the same step share one chain: compose it once
                 composed[id(old)] = (old, old.index_select(0, beam_idx.to(old.device)))
             pending[i] = composed[id(old)][1]
+        self._touched.clear()
 
     def _apply_pending(self, layer_idx: int) -> None:
         idx = self._pending.pop(layer_idx, None)
@@ -78,6 +85,7 @@ class SkipCache(DynamicCache):
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         if self._pending:
             self._apply_pending(layer_idx)
+        self._touched.add(layer_idx)
         out = super().update(key_states, value_states, layer_idx, *args, **kwargs)
         if self.stop_after_update:
             raise _KVWritten
