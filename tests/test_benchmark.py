@@ -53,6 +53,9 @@ def test_bad_caches_are_named():
         dec.generate(m, ids, cache=two_beams, max_new_tokens=2)
     with pytest.raises(TypeError, match="cache=tuple"):
         dec.generate(m, ids, cache=(), max_new_tokens=2)
+    skipped = build_decoder("skipdecode", e_min=1, e_max=2).generate(m, ids, max_new_tokens=3, eos_token_id=None)
+    with pytest.raises(ValueError, match="cache layer 0 holds 6 tokens but layer 5 holds 8"):
+        dec.generate(m, skipped.sequences, cache=skipped.raw.cache, max_new_tokens=2)
 
 
 def test_flop_model_counts_gpt2_shapes():

@@ -39,6 +39,7 @@ from transformers import DynamicCache
 
 from ..decoding import build_decoder
 from ..decoding.families import model_parts
+from ..decoding.runtime import kv_bytes
 from ..decoding.schedules import scale_exit
 from ..models.loading import load_model
 from .flops import calm_ideal_speedup, ideal_speedup
@@ -82,11 +83,6 @@ def copy_cache(template: DynamicCache, config) -> DynamicCache:
     for i, layer in enumerate(template.layers):
         cache.update(layer.keys.clone(), layer.values.clone(), i)
     return cache
-
-
-def kv_bytes(cache: DynamicCache) -> int:
-    return sum(t.numel() * t.element_size() for layer in cache.layers if layer.is_initialized
-               for t in (layer.keys, layer.values))
 
 
 class MemoryProbe:
@@ -140,8 +136,8 @@ def run_once(model, decoder, ids, template, beams, new_tokens) -> dict:
     """One generate call on a copy of the prompt cache; times, layers and memory."""
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams, do_sample=False,
               eos_token_id=None, pad_token_id=0)
-    clock = StepClock()
-    handle = model_parts(model).backbone.register_forward_pre_hook(clock, with_kwargs=True)
+    parts, clock = model_parts(model), StepClock()
+    handle = parts.backbone.register_forward_pre_hook(clock, with_kwargs=True)
     try:
         with MemoryProbe(ids.device) as mem:
             cache = copy_cache(template, model.config)
@@ -150,7 +146,7 @@ def run_once(model, decoder, ids, template, beams, new_tokens) -> dict:
             if decoder is None:  # transformers' generate as users run it today
                 with torch.no_grad():
                     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, **kw)
-                avg = executed = float(model_parts(model).num_layers)
+                avg = executed = float(parts.num_layers)
             else:
                 out = decoder.generate(model, ids, attention_mask=torch.ones_like(ids), cache=cache, **kw)
                 avg, executed = out.avg_layers, out.executed_layers
@@ -169,7 +165,7 @@ def bench_cell(model, batch, beams, prompt, new_tokens, reps, decoders, prefill_
     prefill(model, rows_ids[:, :8])  # warm-up
     template, pre = None, []
     for _ in range(prefill_reps):
-        del template
+        del template  # free the previous prompt cache (gigabytes for long prompts) before computing the next
         template, secs = prefill(model, rows_ids)
         pre.append(secs)
     pre_s = statistics.median(pre)
@@ -271,8 +267,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--beams", type=int, nargs="+", default=[1, 4])
     p.add_argument("--prompts", nargs="+", default=["short", "long"], choices=sorted(PROMPT_TOKENS))
-    p.add_argument("--decoders", nargs="+", default=None,
-                   help="subset of: hf_generate is always run; vanilla skipdecode hsd calm (default: all of the issue's)")
+    p.add_argument("--decoders", nargs="+", default=None, choices=sorted({n for n, _ in DECODERS}),
+                   help="subset of the issue's decoders (default: all); hf_generate and vanilla always run")
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--prefill_reps", type=int, default=2)

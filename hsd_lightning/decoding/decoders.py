@@ -15,7 +15,7 @@ from transformers import DynamicCache
 
 from . import schedules
 from .families import ModelParts, model_parts
-from .runtime import CalmLayer, CalmState, SkipCache, StepRuntime, scheduled
+from .runtime import CalmLayer, CalmState, SkipCache, StepRuntime, kv_bytes, scheduled
 
 
 @dataclass
@@ -100,7 +100,7 @@ class Decoder:
         avg = float(layers[:, 1:][sched].float().mean()) if sched.any() else math.nan
         per_step = [h if isinstance(h, int) else int(h.max()) for h in runtime.history]
         executed = sum(per_step) / len(per_step) if per_step else math.nan
-        return DecodeOutput(out.sequences, layers, avg, prompt_len, cache.kv_bytes(), out, executed)
+        return DecodeOutput(out.sequences, layers, avg, prompt_len, kv_bytes(cache), out, executed)
 
     @staticmethod
     def _layers_matrix(history: list, new: torch.Tensor, num_layers: int, beam_indices) -> torch.LongTensor:
@@ -131,11 +131,17 @@ def _as_skip_cache(cache, input_ids: torch.Tensor, num_beams: int, parts: ModelP
     if held >= input_ids.shape[1]:
         raise ValueError(f"cache already holds {held} tokens but input_ids has {input_ids.shape[1]}; the cache must "
                          "hold a strict prefix of the prompt (prefill input_ids[:, :-1])")
-    # SkipCache adds behaviour only (no state), so the user's cache is re-classed in place rather than copied: the
-    # prompt's K/V may be gigabytes, and transformers extends a user cache in place too.
+    lengths = {i: layer.get_seq_length() for i, layer in enumerate(cache.layers)
+               if layer.is_initialized and not cache.is_sliding[i]}
+    if len(set(lengths.values())) > 1:  # e.g. left by a skip decoder: a skipped layer lacks the tokens it skipped
+        short = min(lengths, key=lengths.get)
+        raise ValueError(f"cache layer {short} holds {lengths[short]} tokens but layer {len(cache.layers) - 1} holds "
+                         f"{held}; continue only from a cache whose layers all saw every token (prefill with all layers)")
+    # The user's cache is re-classed in place rather than copied: the prompt's K/V may be gigabytes, and transformers
+    # extends a user cache in place too. SkipCache only adds behaviour and reorder bookkeeping.
     if type(cache) is DynamicCache:
         cache.__class__ = SkipCache
-        cache._pending, cache._touched = {}, set(range(len(cache.layers)))  # the prefix touched every layer
+        cache.init_bookkeeping()
     return cache
 
 

@@ -50,8 +50,12 @@ class SkipCache(DynamicCache):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._pending: dict[int, torch.Tensor] = {}
-        self._touched: set[int] = set()
+        self.init_bookkeeping()
+
+    def init_bookkeeping(self) -> None:
+        """Reorder bookkeeping (also called on a user's DynamicCache re-classed to SkipCache)."""
+        self._pending: dict[int, torch.Tensor] = {}  # layer -> beam indices not yet applied to its K/V
+        self._touched: set[int] = set()  # layers updated since the last reorder
 
     def reorder_cache(self, beam_idx: torch.LongTensor):
         deferred = None  # transformers owns beam_idx: layers that start a chain share one clone of it
@@ -109,9 +113,12 @@ class SkipCache(DynamicCache):
     def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
         return super().get_mask_sizes(query_length, self._longest(layer_idx))
 
-    def kv_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for layer in self.layers if layer.is_initialized
-                   for t in (layer.keys, layer.values))
+
+
+def kv_bytes(cache: DynamicCache) -> int:
+    """Bytes of K/V held by a cache (all layers, whatever their lengths)."""
+    return sum(t.numel() * t.element_size() for layer in cache.layers if layer.is_initialized
+               for t in (layer.keys, layer.values))
 
 
 class ScheduledLayers(nn.ModuleList):
