@@ -10,9 +10,19 @@ CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml"))
 TINY = {"gpt2": "tiny-gpt2", "phi2": "tiny-phi", "smollm2": "tiny-llama", "default": "tiny-llama"}
 
 
+# settings that only fit the real model are swapped for tiny-model ones: plans sized for 30 layers, adapters
+TINY_PLANS = '[{"name": "vanilla"}, {"name": "hsd", "s": 1, "e_max": 3, "weight": 2}]'
+
+
+def _tiny_model_args(cfg: Path) -> list[str]:
+    text = cfg.read_text()
+    out = ["--model.train_plans", TINY_PLANS] if "train_plans:" in text else []
+    return out + (["--model.adapter", "null"] if "adapter:" in text else [])
+
+
 def _tiny_args(cfg: Path, tmp_path: Path, data_dir: Path) -> list[str]:
     family = cfg.stem.split("_")[0]
-    return ["--config", str(cfg), "--model.model_name_or_path", TINY[family],
+    return ["--config", str(cfg), *_tiny_model_args(cfg), "--model.model_name_or_path", TINY[family],
             "--data.init_args.data_dir", str(data_dir), "--data.init_args.max_train_samples", "4",
             "--data.init_args.max_eval_samples", "2", "--data.init_args.batch_size", "2",
             "--data.init_args.eval_batch_size", "2", "--data.init_args.max_source_tokens", "48",

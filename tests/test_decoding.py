@@ -224,7 +224,7 @@ def test_executed_layers_is_the_deepest_row_per_step(batch):
 @pytest.mark.parametrize("name,kw,msg", [
     ("hsd", dict(s=-1), "s=-1"), ("skipdecode", dict(e_min=20, e_max=10), "e_min=20 > e_max=10"),
     ("calm", dict(d=0.0), "d=0.0"), ("calm", dict(d=1.5), "d=1.5"), ("beam", {}, "unknown decoder 'beam'"),
-    ("hsd", dict(d=0.1), "takes ['s', 'e_min', 'e_max']")])
+    ("hsd", dict(d=0.1), "takes ['s', 'e_min', 'e_max', 'always_run']")])
 def test_bad_settings_fail_before_compute(name, kw, msg):
     with pytest.raises(ValueError) as err:
         build_decoder(name, **kw)

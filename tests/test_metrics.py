@@ -38,9 +38,17 @@ def test_scores_match_rouge_score_and_sacrebleu():
     n_refs = max(len(r["references"]) for r in RECORDS)
     refs = [[r["references"][k] if k < len(r["references"]) else None for r in RECORDS] for k in range(n_refs)]
     for n, key in ((1, "bleu1"), (4, "bleu4")):
-        sb = BLEU(max_ngram_order=n, tokenize="none", smooth_method="none").corpus_score(preds, refs).score
+        # sacrebleu's defaults (13a tokenization, case-sensitive) but for the n-gram order; no smoothing needed
+        sb = BLEU(max_ngram_order=n, smooth_method="none").corpus_score(preds, refs).score
         assert ours[key] == pytest.approx(sb, abs=0.01)
     assert ours["avg_layer"] == 3.0 and ours["empty_predictions"] == 1 and ours["tokens_per_second"] == pytest.approx(30)
+
+
+def test_bleu_tokenizes_punctuation_like_sacrebleu():
+    """'Spice,' and 'Spice' are one token after 13a: a whitespace split would miss every punctuated match."""
+    s = GenerationScores(bertscore=False)
+    s.update([dict(_records()[0], prediction="Blue Spice, a coffee shop.", references=["Blue Spice is a coffee shop"])])
+    assert s.compute()["bleu1"] == pytest.approx(100 * 5 / 7, abs=0.01)  # 7 tokens: Blue Spice , a coffee shop .
 
 
 def test_bertscore_offline_best_reference_and_empty_prediction():
@@ -73,7 +81,7 @@ def test_report_groups_datasets_and_names_missing_metrics(tmp_path, capsys):
     out = capsys.readouterr()
     assert "holds no metrics.json" in out.err
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "### e2e / m" in md and "### xsum / m" in md and "| 1.70 |" in md  # speed-up 17/10 within e2e
+    assert "### e2e / m / zero-shot" in md and "### xsum / m / zero-shot" in md and "| 1.70 |" in md  # speed-up 17/10 within e2e
     assert (tmp_path / "rep" / "pareto.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="nothing to report"):
         report_main([str(tmp_path / "empty")])

@@ -177,51 +177,74 @@ def _check_exits(e_min: int, e_max: int) -> None:
         raise ValueError(f"e_min={e_min} > e_max={e_max}: SkipDecode needs e_min <= e_max (swap them)")
 
 
+def _check_always(always_run) -> tuple[int, ...]:
+    always = tuple(always_run or ())
+    if any(not isinstance(i, int) or isinstance(i, bool) or i < 1 for i in always):
+        raise ValueError(f"always_run={list(always)!r}: give 1-based layer indices >= 1, e.g. [1] to keep layer 1")
+    return tuple(sorted(set(always)))
+
+
 class SkipDecode(Decoder):
-    """SkipDecode (eq. 4): the top n(t)+1 layers, n falling linearly from E_max to E_min over t_max tokens."""
+    """SkipDecode (eq. 4): the top n(t)+1 layers, n falling linearly from E_max to E_min over t_max tokens.
+
+    ``always_run`` (1-based layer indices, default none) adds layers that run at every step on top of the schedule,
+    e.g. ``[1]``: eq. 5 never runs layer 1 for generated tokens, and on a fine-tuned SmolLM2 running it too was a
+    large quality lever. Plans still only shrink as t grows, so the KV-cache argument holds unchanged.
+    """
 
     name = "skipdecode"
 
-    def __init__(self, e_min: int = 10, e_max: int = 20):
+    def __init__(self, e_min: int = 10, e_max: int = 20, always_run: list[int] | None = None):
         _check_exits(e_min, e_max)
         self.e_min, self.e_max = e_min, e_max
+        self.always_run = _check_always(always_run)
 
     def check_depth(self, num_layers):
         if self.e_max > num_layers:
             raise ValueError(f"e_max={self.e_max} exceeds the model's {num_layers} layers; "
                              f"use e_max <= {num_layers} (see schedules.scale_exit)")
+        if self.always_run and self.always_run[-1] > num_layers:
+            raise ValueError(f"always_run={list(self.always_run)} names layer {self.always_run[-1]} but the model has "
+                             f"{num_layers} layers; use indices 1..{num_layers}")
+
+    def _schedule(self, t, num_layers, t_max) -> list[int]:
+        return schedules.skipdecode_layers(t, num_layers, t_max, self.e_min, self.e_max)
 
     def layers_for_step(self, t, num_layers, t_max):
         self.check_depth(num_layers)
-        return schedules.skipdecode_layers(t, num_layers, t_max, self.e_min, self.e_max)
+        layers = self._schedule(t, num_layers, t_max)
+        return sorted(set(layers) | set(self.always_run)) if self.always_run else layers
+
+    def _always_suffix(self) -> str:
+        return f",always={'+'.join(map(str, self.always_run))}" if self.always_run else ""
 
     def describe(self):
-        return f"skipdecode(min={self.e_min},max={self.e_max})"
+        return f"skipdecode(min={self.e_min},max={self.e_max}{self._always_suffix()})"
 
     def settings(self):
-        return {"e_min": self.e_min, "e_max": self.e_max}
+        out = {"e_min": self.e_min, "e_max": self.e_max}
+        return {**out, "always_run": list(self.always_run)} if self.always_run else out
 
 
 class HSD(SkipDecode):
-    """Hierarchical Skip Decoding: eq. 4 united with the hierarchical set of eq. 5."""
+    """Hierarchical Skip Decoding: eq. 4 united with the hierarchical set of eq. 5 (and ``always_run``, if any)."""
 
     name = "hsd"
 
-    def __init__(self, s: int = 1, e_min: int = 0, e_max: int = 12):
-        super().__init__(e_min, e_max)
+    def __init__(self, s: int = 1, e_min: int = 0, e_max: int = 12, always_run: list[int] | None = None):
+        super().__init__(e_min, e_max, always_run)
         if not isinstance(s, int) or s < 0:
             raise ValueError(f"s={s!r}: the hierarchical stride must be an integer >= 0 (s=1 runs every 2nd layer)")
         self.s = s
 
-    def layers_for_step(self, t, num_layers, t_max):
-        self.check_depth(num_layers)
+    def _schedule(self, t, num_layers, t_max):
         return schedules.hsd_layers(t, num_layers, t_max, self.s, self.e_min, self.e_max)
 
     def describe(self):
-        return f"hsd(s={self.s},min={self.e_min},max={self.e_max})"
+        return f"hsd(s={self.s},min={self.e_min},max={self.e_max}{self._always_suffix()})"
 
     def settings(self):
-        return {"s": self.s, "e_min": self.e_min, "e_max": self.e_max}
+        return {"s": self.s, **super().settings()}
 
 
 class CALM(Decoder):

@@ -14,24 +14,22 @@ import torch
 from . import schedules
 from .decoders import CALM, Decoder
 from .families import model_parts
+from .plans import MaskedLayer, PlanRuntime, step_plan_matrix
 from .runtime import scheduled
 
 
-class _Masked:
-    """Layer i applied only where ``runtime.run[:, :, i]`` is True."""
-
-    def __init__(self, index, layer, rt):
-        self.index, self.layer, self.rt = index, layer, rt
+class _Masked(MaskedLayer):
+    """A masked layer that also runs CALM's exit check for the newest position."""
 
     def __call__(self, hidden_states, *args, **kwargs):
-        out = self.layer(hidden_states, *args, **kwargs)
         rt = self.rt
-        run = rt.run[:, :, self.index]
-        if rt.calm is not None:  # the newest position runs until it exits
-            run = run.clone()
-            run[:, -1] = ~rt.exited
+        if rt.calm is None:
+            return super().__call__(hidden_states, *args, **kwargs)
+        out = self.layer(hidden_states, *args, **kwargs)
+        run = rt.run[:, :, self.index].clone()
+        run[:, -1] = ~rt.exited  # the newest position runs until it exits
         out = torch.where(run[..., None], out, hidden_states)
-        if rt.calm is not None and self.index < rt.num_layers - 1:
+        if self.index < rt.num_layers - 1:
             conf = rt.parts.logits(out[:, -1]).float().softmax(-1).topk(2, dim=-1).values
             newly = (conf[:, 0] - conf[:, 1] >= rt.calm[self.index]) & ~rt.exited
             rt.exit_layer[newly] = self.index + 1
@@ -39,18 +37,9 @@ class _Masked:
         return out
 
 
-class _Runtime:
-    def __init__(self, parts):
-        self.parts, self.num_layers = parts, parts.num_layers
-        self.current = [_Masked(i, layer, self) for i, layer in enumerate(parts.layers)]
-        self.run = None
-        self.calm = None
-
-    def on_forward(self, module, args, kwargs):
-        pass
-
-    def finish(self):
-        pass
+class _Runtime(PlanRuntime):
+    layer_class = _Masked
+    calm = None
 
 
 @torch.no_grad()
@@ -70,6 +59,7 @@ def reference_greedy(model, decoder: Decoder, input_ids, attention_mask=None, ma
     done_cols: list[torch.Tensor] = []  # [B, L] layer plan of each generated position already processed
     tokens, logits_all, layers = [], [], []
     calm = rt.calm
+    step_plans = None if calm is not None else step_plan_matrix(decoder, L, t_max, max_new_tokens + 1)
     with scheduled(parts, rt):
         for t in range(max_new_tokens):
             rt.calm = calm if t >= 1 else None  # the prompt pass runs every layer
@@ -78,8 +68,7 @@ def reference_greedy(model, decoder: Decoder, input_ids, attention_mask=None, ma
             else:
                 cur = torch.ones(B, L, dtype=torch.bool)
                 if calm is None:
-                    cur[:] = False
-                    cur[:, [i - 1 for i in decoder.layers_for_step(t, L, t_max)]] = True
+                    cur[:] = step_plans[t]
                 rt.run = torch.cat([prompt_run, torch.stack(done_cols + [cur], dim=1)], dim=1)
             rt.exited = torch.zeros(B, dtype=torch.bool)
             rt.exit_layer = torch.full((B,), L, dtype=torch.long)

@@ -1,4 +1,5 @@
-"""Scores of the paper's tables with torchmetrics: ROUGE-1/2/L (F1, stemmed), BLEU-1/4 (multi-reference),
+"""Scores of the paper's tables with torchmetrics: ROUGE-1/2/L (F1, stemmed), BLEU-1/4 (multi-reference, sacrebleu's
+standard ``13a`` tokenization, case-sensitive, as sacrebleu's default: "Spice," is "Spice" + ","),
 BERTScore F1 (best over references), Avg. Layer, throughput. All on the 0-100 scale except layers and tokens/s.
 
 ``rougeLsum`` is left out: torchmetrics needs nltk's punkt data for it, which cannot be downloaded offline.
@@ -9,7 +10,7 @@ import math
 
 import torch
 from torchmetrics import MeanMetric, SumMetric
-from torchmetrics.text import BLEUScore, ROUGEScore
+from torchmetrics.text import ROUGEScore, SacreBLEUScore
 
 
 def default_bertscore_model() -> str:
@@ -27,8 +28,8 @@ class GenerationScores(torch.nn.Module):
     def __init__(self, bertscore_model: str | None = None, bertscore: bool = True):
         super().__init__()
         self.rouge = ROUGEScore(use_stemmer=True, rouge_keys=("rouge1", "rouge2", "rougeL"), accumulate="best")
-        self.bleu1 = BLEUScore(n_gram=1)
-        self.bleu4 = BLEUScore(n_gram=4)
+        self.bleu1 = SacreBLEUScore(n_gram=1, tokenize="13a")
+        self.bleu4 = SacreBLEUScore(n_gram=4, tokenize="13a")
         self.bertscore_model = bertscore_model or default_bertscore_model()
         self.use_bertscore = bertscore
         self._bert = None
@@ -94,16 +95,20 @@ class GenerationScores(torch.nn.Module):
         return out
 
 
-def format_table(rows: list[dict], columns=(("decoder", "Decoder"), ("avg_layer", "Avg. Layer"), ("rouge1", "R-1"),
-                                           ("rouge2", "R-2"), ("rougeL", "R-L"), ("bleu1", "BLEU-1"),
-                                           ("bertscore", "BERTScore"), ("tokens_per_second", "tokens/s"),
-                                           ("speedup", "speed-up"))) -> str:
+TABLE_COLUMNS = (("decoder", "Decoder"), ("avg_layer", "Avg. Layer"), ("rouge1", "R-1"), ("rouge2", "R-2"),
+                 ("rougeL", "R-L"), ("pct_rougeL", "% vanilla R-L"), ("bleu1", "BLEU-1"), ("bertscore", "BERTScore"),
+                 ("pct_bertscore", "% vanilla BERTScore"), ("agreement", "agree w/ vanilla %"),
+                 ("tokens_per_second", "tokens/s"), ("speedup", "speed-up"))
+
+
+def format_table(rows: list[dict], columns=TABLE_COLUMNS) -> str:
     cols = [(k, h) for k, h in columns if any(k in r for r in rows)]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
         cells = []
         for k, _ in cols:
             v = r.get(k, "")
-            cells.append(f"{v:.2f}" if isinstance(v, float) else str(v))
+            cells.append(("" if math.isnan(v) else f"{v:.1f}" if k.startswith("pct_") else f"{v:.2f}")
+                         if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -35,18 +35,73 @@ def load_runs(folders: list[str]) -> list[dict]:
     return runs
 
 
+def group_title(r: dict) -> str:
+    """Runs are kept apart by dataset, model, the weights decoded (zero-shot / FT / skip-aware FT, and which
+    checkpoint) and beam width: only rows of one group are compared with each other."""
+    ckpt = r.get("checkpoint")
+    weights = r.get("training", "zero-shot")
+    if ckpt and ckpt.startswith("adapter:"):
+        weights += f" ({ckpt})"
+    elif ckpt:  # runs/<name>/version_N/checkpoints/last.ckpt -> <name>/last.ckpt
+        weights += f" ({Path(ckpt).parent.parent.parent.name}/{Path(ckpt).name})"
+    beams = r.get("num_beams")
+    return f"{r.get('dataset')} / {r.get('model')} / {weights} / " + ("greedy" if beams == 1 else f"beam {beams}")
+
+
+def relative_to_vanilla(rows: list[dict]) -> None:
+    """Speed-up and % of vanilla R-L / BERTScore against the vanilla row of the same list (when there is one)."""
+    base = next((r for r in rows if r.get("decoder_name", r.get("decoder")) == "vanilla"), None)
+    if base is None:
+        return
+    for r in rows:
+        if base.get("tokens_per_second") and r.get("tokens_per_second"):
+            r["speedup"] = r["tokens_per_second"] / base["tokens_per_second"]
+        for key, pct in (("rougeL", "pct_rougeL"), ("bertscore", "pct_bertscore")):
+            if base.get(key) and not math.isnan(base[key]) and r.get(key) is not None:
+                r[pct] = 100.0 * r[key] / base[key]
+
+
 def build_rows(runs: list[dict]) -> dict[str, list[dict]]:
-    """Rows grouped by (dataset, model), sorted like the paper, with speed-up vs that group's vanilla run."""
+    """Rows grouped by ``group_title``, sorted like the paper, with speed-up and % of vanilla per group."""
     groups: dict[str, list[dict]] = {}
     for r in runs:
-        groups.setdefault(f"{r.get('dataset')} / {r.get('model')}", []).append(r)
+        groups.setdefault(group_title(r), []).append(r)
     for rows in groups.values():
         rows.sort(key=lambda r: (FAMILY_ORDER.get(r.get("decoder_name"), 9), -r.get("avg_layer", 0)))
-        base = next((r for r in rows if r.get("decoder_name") == "vanilla"), None)
-        for r in rows:
-            if base and base.get("tokens_per_second"):
-                r["speedup"] = r["tokens_per_second"] / base["tokens_per_second"]
+        relative_to_vanilla(rows)
     return groups
+
+
+def paper_rows(dataset: str | None, model: str = "GPT-2") -> list[dict]:
+    """The paper's rows for a dataset (GPT-2 large, 36 layers, full FT, beam 4), with % of vanilla."""
+    tables = json.loads((Path(__file__).with_name("paper_tables.json")).read_text())["tables"]
+    rows = [dict(r) for r in tables.get(dataset or "", {}).get(model, [])]
+    relative_to_vanilla(rows)
+    return rows
+
+
+def examples_text(groups: dict[str, list[dict]], n: int) -> str:
+    """The first ``n`` inputs of each group with every decoder's prediction and one reference."""
+    parts = []
+    for title, rows in groups.items():
+        preds = {}
+        for r in rows:
+            path = Path(r["run"]) / "predictions.jsonl"
+            if path.exists():
+                preds[r["decoder"]] = [json.loads(x) for x in path.read_text().splitlines()[:n]]
+        if not preds:
+            continue
+        parts.append(f"#### Examples: {title}\n")
+        first = next(iter(preds.values()))
+        for i, rec in enumerate(first):
+            src = rec["prompt"].strip().splitlines()
+            parts.append(f"- **input** {src[1] if len(src) > 2 else rec['prompt'].strip()}")
+            for dec, recs in preds.items():
+                if i < len(recs):
+                    parts.append(f"  - *{dec}*: {recs[i]['prediction']}")
+            parts.append(f"  - *reference*: {rec['references'][0]}")
+        parts.append("")
+    return "\n".join(parts)
 
 
 def plot(groups: dict[str, list[dict]], path: Path) -> None:
@@ -71,7 +126,8 @@ def plot(groups: dict[str, list[dict]], path: Path) -> None:
             ax.set_ylabel(label)
             ax.set_title(f"{title}: {label} vs. depth")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -81,6 +137,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+")
     p.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
+    p.add_argument("--examples", type=int, default=0, help="also print the first N inputs with every decoder's output")
+    p.add_argument("--no_paper", action="store_true", help="leave out the paper's GPT-2 rows")
     args = p.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:
@@ -89,14 +147,22 @@ def main(argv=None):
     out = Path(args.out or Path(args.folders[0]) / "report")
     out.mkdir(parents=True, exist_ok=True)
     md = []
-    cols = ["dataset", "model", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL", "bleu1", "bleu4", "bertscore",
-            "tokens_per_second", "speedup", "examples", "empty_predictions", "run"]
+    cols = ["dataset", "model", "training", "num_beams", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL",
+            "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "agreement", "tokens_per_second", "speedup",
+            "examples", "empty_predictions", "t_max", "checkpoint", "run"]
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         for title, rows in groups.items():
             md.append(f"### {title}\n\n{format_table(rows)}\n")
             w.writerows(rows)
+        for dataset in ([] if args.no_paper else dict.fromkeys(r.get("dataset") for r in runs)):
+            paper = paper_rows(dataset)
+            if paper:
+                md.append(f"### {dataset}: the paper's GPT-2 large (36 layers, full FT, beam 4), for comparison\n\n"
+                          f"{format_table(paper)}\n")
+    if args.examples:
+        md.append(examples_text(groups, args.examples))
     (out / "report.md").write_text("\n".join(md))
     plot(groups, out / "pareto.png")
     print("\n".join(md))

@@ -23,12 +23,44 @@ PAPER_ROWS = [("vanilla", {}), ("calm", {"d": 0.02}), ("calm", {"d": 0.005}),
               *[("hsd", {"s": s, "e_min": 0, "e_max": e}) for e in (18, 12, 8) for s in (1, 2)]]
 
 
-def paper_decoders(num_layers: int, rows=PAPER_ROWS):
+def paper_decoders(num_layers: int, rows=PAPER_ROWS, always_run: list[int] | None = None):
+    """The rows' decoders with E scaled to ``num_layers``; with ``always_run``, every SkipDecode/HSD row is followed
+    by a copy that also runs those layers at every step."""
     out = []
     for name, kw in rows:
         kw = {k: (scale_exit(v, num_layers) if k.startswith("e_") else v) for k, v in kw.items()}
         out.append(build_decoder(name, **kw))
+        if always_run and name in ("skipdecode", "hsd") and not kw.get("always_run"):
+            out.append(build_decoder(name, **kw, always_run=always_run))
     return out
+
+
+def add_agreement(model, dm, out: Path, decoders, t_max: int) -> None:
+    """Agreement with vanilla for every static-plan decoder, teacher-forced on vanilla's predictions of this
+    sweep; written into each run's metrics.json (``agreement``, in %)."""
+    from ..decoding import CALM
+    from .agreement import agreement_counts
+
+    vanilla = [d for d in decoders if d.name == "vanilla"]
+    if not vanilla:
+        print("no vanilla row in this sweep: agreement with vanilla is not computed")
+        return
+    preds = [json.loads(line) for line in (out / vanilla[0].describe() / "predictions.jsonl").read_text().splitlines()]
+    ds = dm.dataset_for(dm.hparams.predict_split, "generate")
+    prompt_of = dict(zip(ds["id"], ds["prompt_ids"]))
+    prompts = [prompt_of[r["id"]] for r in preds]
+    conts = [r["token_ids"] for r in preds]
+    model.eval()
+    for dec in decoders:
+        if isinstance(dec, CALM):
+            continue
+        agree, total = agreement_counts(model.model, dec, prompts, conts, dm.tokenizer.pad_token_id, t_max,
+                                        batch_size=dm.hparams.eval_batch_size)
+        path = out / dec.describe() / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["agreement"] = 100.0 * agree / total if total else float("nan")
+        metrics["agreement_positions"] = total
+        path.write_text(json.dumps(metrics, indent=2))
 
 
 def main(argv=None):
@@ -38,31 +70,63 @@ def main(argv=None):
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--decoders", default=None,
                    help='JSON list of [name, settings] overriding the paper rows, e.g. \'[["hsd", {"s": 1}]]\'')
-    p.add_argument("overrides", nargs="*", help="extra LightningCLI arguments, e.g. --data.init_args.max_eval_samples=8")
+    p.add_argument("--always_run", type=int, nargs="*", default=None,
+                   help="also run every SkipDecode/HSD row with these layers always on (1-based), e.g. --always_run 1")
+    p.add_argument("--no_agreement", action="store_true", help="skip the agreement-with-vanilla pass")
+    p.add_argument("--quiet", action="store_true",
+                   help="no per-decoder tables, progress bars or library info lines (the report prints the table)")
+    # every other argument goes to LightningCLI as it is, e.g. --data.init_args.max_eval_samples 8
     args, extra = p.parse_known_args(argv)
     from ..cli import cli_main
 
-    cli_args = [x for c in args.config for x in ("--config", c)] + args.overrides + extra
+    cli_args = [x for c in args.config for x in ("--config", c)] + extra
+    if args.quiet:
+        quiet_libraries()
+        cli_args += ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
     cli = cli_main(cli_args, run=False)
     model, trainer, dm = cli.model, cli.trainer, cli.datamodule
     if args.ckpt_path:
         ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["state_dict"], strict=model.strict_loading)
+        model.on_load_checkpoint(ckpt)  # training kind and the t_max a skip-aware checkpoint was trained for
+        model.checkpoint_path = args.ckpt_path
+        model.check_t_max()
     rows = json.loads(args.decoders) if args.decoders else PAPER_ROWS
-    decoders = paper_decoders(model.model.config.num_hidden_layers, rows)
+    decoders = paper_decoders(model.model.config.num_hidden_layers, rows, args.always_run)
     from .writer import PredictionScorer
 
     scorers = [cb for cb in trainer.callbacks if isinstance(cb, PredictionScorer)]
     if not scorers:
         raise ValueError("the config has no PredictionScorer callback; add presets/base.yaml")
     out = Path(args.out)
+    scorers[0].print_table = not args.quiet
     for dec in decoders:
         model.decoder = dec
         scorers[0].output_dir = str(out / dec.describe())
         for extra_scorer in scorers[1:]:
             trainer.callbacks.remove(extra_scorer)
         trainer.predict(model, datamodule=dm)
-    print(f"sweep done: {len(decoders)} decoders under {out}; report: python -m hsd_lightning.evaluation.report {out}")
+    if not args.no_agreement:
+        add_agreement(model, dm, out, decoders, model.t_max)
+    if not args.quiet:
+        print(f"sweep done: {len(decoders)} decoders under {out}; report: python -m hsd_lightning.evaluation.report {out}")
+
+
+def quiet_libraries() -> None:
+    """Silence what means nothing to a user of the main job: Lightning's device/tip lines, datasets' map bars,
+    transformers' load reports (e.g. "layers were not sharded" for the BERTScore encoder)."""
+    import logging
+    import warnings
+
+    import datasets
+    import transformers
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own use of a deprecated torch API
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

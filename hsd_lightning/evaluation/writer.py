@@ -21,14 +21,16 @@ class PredictionScorer(BasePredictionWriter):
         bertscore_model: HF encoder for BERTScore; default the packaged all-MiniLM-L6-v2 (offline).
         bertscore: compute BERTScore at all.
         num_text_examples: predictions logged to TensorBoard as text.
+        print_table: print the metrics table at the end of the run.
     """
 
     def __init__(self, output_dir: str | None = None, bertscore_model: str | None = None, bertscore: bool = True,
-                 num_text_examples: int = 5):
+                 num_text_examples: int = 5, print_table: bool = True):
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.bertscore_model, self.bertscore = bertscore_model, bertscore
         self.num_text_examples = num_text_examples
+        self.print_table = print_table
         self.metrics: dict | None = None
 
     def _dir(self, trainer) -> Path:
@@ -66,7 +68,9 @@ class PredictionScorer(BasePredictionWriter):
         self.metrics = {"decoder": dec.describe(), "decoder_name": dec.name, "decoder_settings": dec.settings(),
                         "dataset": getattr(dm, "dataset", None), "model": pl_module.hparams.model_name_or_path,
                         "num_layers": pl_module.model.config.num_hidden_layers,
-                        "num_beams": pl_module.hparams.num_beams, **metrics}
+                        "num_beams": pl_module.hparams.num_beams, "t_max": pl_module.t_max,
+                        "training": pl_module.training_kind, "checkpoint": _checkpoint_name(trainer, pl_module),
+                        **metrics}
         if trainer.is_global_zero:
             out = self._dir(trainer)
             (out / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
@@ -77,11 +81,17 @@ class PredictionScorer(BasePredictionWriter):
                     text = "\n\n".join(f"**{e['id']}** {e['prediction']}  \n*ref:* {e['references'][0]}"
                                        for e in self.examples)
                     exp.add_text(f"{dec.describe()}/examples", text, 0)
-            print(format_table([self.metrics]))
-            print(f"predictions: {self.path}\nmetrics: {out / 'metrics.json'}")
+            if self.print_table:
+                print(format_table([self.metrics]))
+                print(f"predictions: {self.path}\nmetrics: {out / 'metrics.json'}")
 
     def on_predict_end(self, trainer, pl_module):
         self._finish(trainer, pl_module)
 
     def on_test_end(self, trainer, pl_module):
         self._finish(trainer, pl_module)
+
+
+def _checkpoint_name(trainer, pl_module) -> str | None:
+    path = getattr(trainer, "ckpt_path", None) or getattr(pl_module, "checkpoint_path", None)
+    return str(path) if path else None

@@ -1,14 +1,19 @@
 """One LightningModule for any transformers causal LM: fine-tuning (full or LoRA) and decoding with a skip decoder."""
 from __future__ import annotations
 
+import logging
+import random
 import time
 from typing import Any
 
 import lightning as L
 import torch
 
-from ..decoding import Decoder, Vanilla
+from ..decoding import Decoder, Vanilla, build_decoder
+from ..decoding.plans import PlanMixture, planned
 from .loading import load_model, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 # LoRA targets per architecture (attention projections, as in the LoRA paper); override with lora_target_modules
 LORA_TARGETS = {
@@ -31,23 +36,61 @@ class CausalLMModule(L.LightningModule):
         learning_rate, weight_decay, warmup_steps: AdamW with linear warm-up (paper: lr 5e-5).
         decoder: the decoder used by predict/test (``--decoder`` on the command line overrides it).
         num_beams, max_new_tokens, generation_kwargs: generation settings (paper: beam 4).
+        t_max: horizon of the layer schedules (eq. 4) for decoding *and* skip-aware training; default
+            ``max_new_tokens``. A skip-aware checkpoint records it and ``predict`` warns when decoding uses another.
+        train_plans: skip-aware fine-tuning (default off: the paper fine-tunes with all layers). A list of plans,
+            each a decoder's settings plus an optional ``weight``, e.g. ``[{name: vanilla, weight: 1},
+            {name: hsd, s: 1, e_max: 10, weight: 1}]``. Every training row draws one plan; its prompt positions run
+            every layer and the position feeding generated token t runs the layers of step t (skipped layers add
+            nothing to that position's residual stream), which is exactly what decoding with that plan computes.
+        plan_seed: seed of the per-row plan draws (drawn from (seed, step, rank), so a resumed run draws the same).
+        val_plans: with ``train_plans``, also log the validation loss under each plan (``val/loss_<plan>``).
+        adapter: start from a saved LoRA adapter (``finetune: lora``): a folder written by
+            ``python -m hsd_lightning.models.adapters`` or the name of one shipped in ``hsd_lightning/adapters``
+            (e.g. ``smollm2-e2e-skipaware``). Its LoRA settings come from the folder.
     """
 
     def __init__(self, model_name_or_path: str = "tiny-gpt2", finetune: str = "full", lora_r: int = 16,
                  lora_alpha: int = 32, lora_dropout: float = 0.05, lora_target_modules: list[str] | None = None,
                  learning_rate: float = 5e-5, weight_decay: float = 0.0, warmup_steps: int = 0,
                  dtype: str = "float32", decoder: Decoder | None = None, num_beams: int = 4,
-                 max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None):
+                 max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None,
+                 t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
+                 val_plans: bool = True, adapter: str | None = None):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
+        if adapter and finetune != "lora":
+            raise ValueError(f"adapter={adapter!r} needs finetune=lora (an adapter is LoRA weights)")
+        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
         self.save_hyperparameters(ignore=["decoder"])
         self.decoder = decoder or Vanilla()
+        self.plans = _build_mixture(train_plans, self.t_max) if train_plans else None
+        self.trained_t_max: int | None = None  # t_max a loaded skip-aware checkpoint was trained for
+        self.training_kind = "zero-shot"  # of the weights decoded: zero-shot | FT | skip-aware FT (set on load)
         self.model = load_model(model_name_or_path, dtype=dtype).train()  # Lightning switches to eval for predict
         self.tokenizer = load_tokenizer(model_name_or_path)
-        if finetune == "lora":
+        self.checkpoint_path: str | None = None  # what was loaded on top of the base weights (for reports)
+        if adapter:
+            self.model = self._load_adapter(self.model, adapter)
+        elif finetune == "lora":
             self.model = self._wrap_lora(self.model)
+        if finetune == "lora":
             self.strict_loading = False  # LoRA checkpoints hold the adapter only; the base comes from the hub/cache
+
+    def _load_adapter(self, model, adapter: str):
+        from peft import PeftModel
+
+        from .adapters import read_record, resolve_adapter
+
+        folder = resolve_adapter(adapter)
+        model = PeftModel.from_pretrained(model, folder, is_trainable=True)
+        record = read_record(folder)
+        self.trained_t_max = record.get("t_max")
+        self.training_kind = "skip-aware FT" if record.get("skip_aware") else "FT"
+        self.checkpoint_path = f"adapter:{folder.name}"
+        return model
 
     def _wrap_lora(self, model):
         from peft import LoraConfig, get_peft_model
@@ -62,15 +105,37 @@ class CausalLMModule(L.LightningModule):
                          lora_dropout=self.hparams.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
         return get_peft_model(model, cfg)
 
+    @property
+    def t_max(self) -> int:
+        """Schedule horizon used by decoding and skip-aware training."""
+        return self.hparams.t_max or self.hparams.max_new_tokens
+
     # ---- training ------------------------------------------------------------------------------------------------
+    def plan_loss(self, batch: dict, decoders: list[Decoder]) -> torch.Tensor:
+        """Mean target-token loss with row b run under ``decoders[b]``'s layer plan (see ``decoding/plans.py``)."""
+        run = self.plans.run_mask(decoders, batch["labels"], self.model.config.num_hidden_layers)
+        with planned(self.model, run):
+            return self.model(**batch).loss
+
     def training_step(self, batch, batch_idx):
-        loss = self.model(**batch).loss
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["input_ids"].shape[0])
+        rows = batch["input_ids"].shape[0]
+        if self.plans is None:
+            loss = self.model(**batch).loss
+        else:
+            rng = random.Random(hash((self.hparams.plan_seed, self.global_step, self.global_rank)))
+            loss = self.plan_loss(batch, self.plans.draw(rows, rng))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=rows)
         return loss
 
     def validation_step(self, batch, batch_idx):
+        rows = batch["input_ids"].shape[0]
         loss = self.model(**batch).loss
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=rows)
+        if self.plans is not None and self.hparams.val_plans:
+            for dec in self.plans.decoders:
+                if dec.name != "vanilla":
+                    self.log(f"val/loss_{dec.describe()}", self.plan_loss(batch, [dec] * rows), sync_dist=True,
+                             batch_size=rows)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
@@ -81,15 +146,48 @@ class CausalLMModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["decoder"] = {"name": self.decoder.name, **self.decoder.settings()}
+        if self.plans is not None:
+            checkpoint["skip_aware"] = {"plans": self.hparams.train_plans, "t_max": self.t_max}
         if self.hparams.finetune == "lora":  # adapter weights only
             keep = {n for n, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """LoRA checkpoints hold exactly the adapter weights: every adapter weight must be there and nothing else
+        (a full-FT checkpoint or another LoRA layout would otherwise load nothing, silently)."""
+        if self.hparams.finetune == "lora":
+            want = {n for n, p in self.named_parameters() if p.requires_grad}
+            have = set(state_dict)
+            missing, unexpected = sorted(want - have), sorted(have - want)
+            if missing or unexpected:
+                raise ValueError(
+                    f"checkpoint does not fit this LoRA model: {len(missing)} adapter weights missing "
+                    f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]}); load it with "
+                    "the finetune, lora_r and lora_target_modules it was trained with")
+            return super().load_state_dict(state_dict, strict=False, assign=assign)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def on_load_checkpoint(self, checkpoint):
         saved = checkpoint.get("decoder")
         if saved and getattr(self, "_decoder_from_cli", False) is False:
-            from ..decoding import build_decoder
             self.decoder = build_decoder(**saved)
+        self.trained_t_max = (checkpoint.get("skip_aware") or {}).get("t_max")
+        self.training_kind = "skip-aware FT" if checkpoint.get("skip_aware") else "FT"
+
+    def on_predict_start(self):
+        self.check_t_max()
+
+    def on_test_start(self):
+        self.check_t_max()
+
+    def check_t_max(self) -> bool:
+        """Warn when a skip-aware checkpoint is decoded with another schedule horizon than it was trained for."""
+        if self.trained_t_max is None or self.trained_t_max == self.t_max:
+            return True
+        log.warning("this checkpoint was trained for layer plans with t_max=%d but decoding uses t_max=%d: the "
+                    "skipping decoders then run plans it was not trained for; pass --model.t_max %d",
+                    self.trained_t_max, self.t_max, self.trained_t_max)
+        return False
 
     # ---- decoding ------------------------------------------------------------------------------------------------
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
@@ -101,18 +199,20 @@ class CausalLMModule(L.LightningModule):
         start = time.perf_counter()
         out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                     max_new_tokens=self.hparams.max_new_tokens, num_beams=self.hparams.num_beams,
-                                    **gen)
+                                    t_max=self.t_max, **gen)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         texts = self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=True)
         lpt = out.layers_per_token.cpu()
+        new = out.new_tokens.cpu()
         records = []
         for i, text in enumerate(texts):
             real = lpt[i] > 0
             records.append({
                 "id": batch["ids"][i], "prompt": batch["prompts"][i], "prediction": text.strip(),
                 "references": batch["references"][i], "layers_per_token": lpt[i][real].tolist(),
+                "token_ids": new[i][real].tolist(),  # up to and including EOS (the agreement metric re-reads them)
                 "generated_tokens": int(real.sum()), "generation_seconds": seconds / len(texts),
                 "decoder": self.decoder.describe(),
             })
@@ -120,3 +220,17 @@ class CausalLMModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self.predict_step(batch, batch_idx)
+
+
+def _build_mixture(train_plans: list[dict[str, Any]], t_max: int) -> PlanMixture:
+    decoders, weights = [], []
+    for i, spec in enumerate(train_plans):
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise ValueError(f"train_plans[{i}]={spec!r}: each plan is a mapping with a decoder name, "
+                             "e.g. {name: hsd, s: 1, e_max: 10, weight: 1}")
+        spec = dict(spec)
+        weights.append(float(spec.pop("weight", 1.0)))
+        if spec["name"] == "calm":
+            raise ValueError("train_plans: calm has no static layer plan to train for; use vanilla, skipdecode or hsd")
+        decoders.append(build_decoder(**spec))
+    return PlanMixture(decoders, weights, t_max)

@@ -1,0 +1,49 @@
+"""LoRA adapters: export from a module, load by path, bad checkpoints are refused with a named error."""
+import json
+
+import pytest
+import torch
+
+from hsd_lightning.models.adapters import export, resolve_adapter
+from hsd_lightning.models.module import CausalLMModule
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _lora(**kw):
+    return CausalLMModule("tiny-llama", finetune="lora", lora_r=4, lora_alpha=8, lora_target_modules=TARGETS, **kw)
+
+
+def test_exported_adapter_loads_with_its_record(tmp_path, tokenizer):
+    mod = _lora(max_new_tokens=12, train_plans=[{"name": "hsd", "s": 1, "e_max": 2}])
+    with torch.no_grad():  # make the adapter non-trivial (peft initialises B to zero)
+        for n, p in mod.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    export(mod, tmp_path / "ad", {"skip_aware": {"t_max": 12}, "t_max": 12})
+    assert json.loads((tmp_path / "ad" / "hsd_training.json").read_text())["t_max"] == 12
+    loaded = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "ad"), max_new_tokens=12)
+    assert loaded.training_kind == "skip-aware FT" and loaded.trained_t_max == 12 and loaded.check_t_max()
+    a = {n: p for n, p in mod.named_parameters() if "lora_" in n}
+    b = {n: p for n, p in loaded.named_parameters() if "lora_" in n}
+    assert a.keys() == b.keys() and all(p.requires_grad for p in b.values())
+    for n in a:  # stored in float16
+        torch.testing.assert_close(b[n], a[n].half().float())
+    ids = tokenizer("name[Aromi], food[Chinese]", return_tensors="pt")["input_ids"]
+    mod.eval(), loaded.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, mod.model(ids).logits, atol=1e-3, rtol=1e-3)
+
+
+def test_bad_adapter_and_mismatched_checkpoints_are_named(tmp_path):
+    with pytest.raises(ValueError, match="adapter 'nope' not found"):
+        resolve_adapter("nope")
+    with pytest.raises(ValueError, match="needs finetune=lora"):
+        CausalLMModule("tiny-llama", adapter="x")
+    lora = _lora()
+    full = CausalLMModule("tiny-llama")
+    with pytest.raises(ValueError, match="checkpoint does not fit this LoRA model"):
+        lora.load_state_dict(full.state_dict())  # a full-FT checkpoint into a LoRA model
+    other = CausalLMModule("tiny-llama", finetune="lora", lora_r=4, lora_target_modules=["q_proj"])
+    with pytest.raises(ValueError, match="adapter weights missing"):
+        lora.load_state_dict({n: p for n, p in other.state_dict().items() if "lora_" in n})

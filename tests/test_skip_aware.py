@@ -1,0 +1,152 @@
+"""Skip-aware fine-tuning: the training forward under a layer plan is exactly what decoding with that plan computes."""
+import logging
+
+import pytest
+import torch
+
+from hsd_lightning.decoding import build_decoder
+from hsd_lightning.decoding.plans import PlanMixture, first_target_index, planned, position_plans
+from hsd_lightning.decoding.reference import reference_greedy
+from hsd_lightning.models.loading import load_model
+from hsd_lightning.models.module import CausalLMModule
+
+ARCHS = ["tiny-gpt2", "tiny-phi", "tiny-llama"]
+PROMPTS = ["The restaurant serves", "name[Aromi], eatType[coffee shop], food[Chinese] and more words", "a"]
+PLANS = [build_decoder("hsd", s=1, e_min=0, e_max=3), build_decoder("skipdecode", e_min=1, e_max=4),
+         build_decoder("hsd", s=2, e_min=0, e_max=2, always_run=[1]), build_decoder("vanilla")]
+NEW = 9
+T_MAX = 7  # shorter than NEW: steps past t_max keep the plan of t_max
+
+
+def _model(name):
+    return load_model(name, tiny_overrides=dict(initializer_range=0.1))
+
+
+def _train_batch(tokenizer, prompts, continuations):
+    """Right-padded training batch (prompt + continuation), labels -100 on prompt and padding."""
+    rows = [tokenizer(p)["input_ids"] for p in prompts]
+    seqs = [r + c for r, c in zip(rows, continuations)]
+    S = max(map(len, seqs))
+    ids = torch.full((len(seqs), S), tokenizer.pad_token_id)
+    mask = torch.zeros(len(seqs), S, dtype=torch.long)
+    labels = torch.full((len(seqs), S), -100)
+    for b, (r, s) in enumerate(zip(rows, seqs)):
+        ids[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+        labels[b, len(r):len(s)] = torch.tensor(s[len(r):])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}, [len(r) for r in rows]
+
+
+def test_position_plans_follow_the_decoding_steps():
+    dec = build_decoder("hsd", s=2, e_min=0, e_max=2)
+    labels = torch.tensor([[-100, -100, 5, 6, 7, -100], [-100, 5, 6, -100, -100, -100]])
+    assert first_target_index(labels).tolist() == [2, 1]
+    run = position_plans([dec, build_decoder("vanilla")], first_target_index(labels), 6, 6, t_max=4)
+    assert run[1].all()  # vanilla row: every layer everywhere
+    # row 0: positions 0,1 are prompt (position 1 feeds token 0: the prompt pass), position 2+k is step k+1
+    assert run[0, :2].all()
+    for k in range(4):
+        want = dec.layers_for_step(k + 1, 6, 4)
+        assert run[0, 2 + k].nonzero().flatten().add(1).tolist() == want
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_training_forward_under_a_plan_equals_the_cache_free_reference(arch, tokenizer):
+    """Each row follows another plan (a mixture batch); its logits equal the reference decoder's, step by step."""
+    m = _model(arch)
+    L = m.config.num_hidden_layers
+    refs = []
+    for p, dec in zip(PROMPTS, PLANS):
+        ids = tokenizer(p, return_tensors="pt")["input_ids"]
+        tokens, logits, _ = reference_greedy(m, dec, ids, max_new_tokens=NEW, t_max=T_MAX)
+        refs.append((tokens[0].tolist(), logits[:, 0]))
+    batch, plens = _train_batch(tokenizer, PROMPTS, [t for t, _ in refs])
+    mix = PlanMixture(PLANS, [1.0] * len(PLANS), T_MAX)
+    run = mix.run_mask(PLANS[:len(PROMPTS)], batch["labels"], L)
+    with torch.no_grad(), planned(m, run):
+        out = m(**batch).logits
+    for b, (tokens, ref_logits) in enumerate(refs):
+        # logits at position plen-1+k predict generated token k (k=0: the prompt pass)
+        got = out[b, plens[b] - 1:plens[b] - 1 + NEW]
+        torch.testing.assert_close(got, ref_logits, atol=1e-4, rtol=1e-4)
+        assert got.argmax(-1).tolist() == tokens
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dec", PLANS[:3], ids=lambda d: d.describe())
+def test_per_token_loss_equals_decode_time_log_probability(arch, dec, tokenizer):
+    m = _model(arch)
+    mod = CausalLMModule(arch, max_new_tokens=NEW, t_max=T_MAX, train_plans=[{"name": dec.name, **dec.settings()}])
+    mod.model = m
+    ids = tokenizer(PROMPTS[1], return_tensors="pt")["input_ids"]
+    out = dec.generate(m, ids, max_new_tokens=NEW, t_max=T_MAX, output_logits=True, eos_token_id=None)
+    new = out.new_tokens[0]
+    decode_logp = torch.stack([lg[0].float().log_softmax(-1)[tok] for lg, tok in zip(out.raw.logits, new)])
+    batch, plens = _train_batch(tokenizer, PROMPTS[1:2], [new.tolist()])
+    run = mod.plans.run_mask([dec], batch["labels"], m.config.num_hidden_layers)
+    with torch.no_grad(), planned(m, run):
+        logits = m(**batch).logits[0, plens[0] - 1:-1]
+    train_nll = torch.nn.functional.cross_entropy(logits.float(), new, reduction="none")
+    torch.testing.assert_close(train_nll, -decode_logp, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():  # the module's training loss is their mean
+        torch.testing.assert_close(mod.plan_loss(batch, [dec]), -decode_logp.mean(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("plans,msg", [
+    ([{"s": 1}], "each plan is a mapping with a decoder name"),
+    ([{"name": "calm", "d": 0.1}], "calm has no static layer plan"),
+    ([{"name": "hsd", "weight": -1}], "non-negative"),
+    ([{"name": "hsd", "always_run": [0]}], "always_run=\\[0\\]"),
+])
+def test_bad_train_plans_are_named(plans, msg):
+    with pytest.raises(ValueError, match=msg):
+        CausalLMModule("tiny-gpt2", train_plans=plans)
+
+
+def test_always_run_layers_join_every_step_and_are_checked():
+    dec = build_decoder("hsd", s=1, e_min=0, e_max=2, always_run=[1, 3])
+    plain = build_decoder("hsd", s=1, e_min=0, e_max=2)
+    for t in range(1, 12):
+        assert dec.layers_for_step(t, 6, 10) == sorted(set(plain.layers_for_step(t, 6, 10)) | {1, 3})
+    assert dec.describe() == "hsd(s=1,min=0,max=2,always=1+3)"
+    assert build_decoder(**{"name": "hsd", **dec.settings()}).describe() == dec.describe()
+    with pytest.raises(ValueError, match="always_run=\\[7\\] names layer 7 but the model has 6 layers"):
+        build_decoder("skipdecode", e_min=1, e_max=2, always_run=[7]).layers_for_step(1, 6, 10)
+
+
+def test_checkpoint_records_t_max_and_predict_warns_when_it_differs(caplog):
+    mod = CausalLMModule("tiny-gpt2", max_new_tokens=16, train_plans=[{"name": "hsd", "s": 1, "e_max": 2}])
+    ckpt = {"state_dict": {}}
+    mod.on_save_checkpoint(ckpt)
+    assert ckpt["skip_aware"]["t_max"] == 16
+    other = CausalLMModule("tiny-gpt2", max_new_tokens=40)
+    other.on_load_checkpoint(ckpt)
+    with caplog.at_level(logging.WARNING):
+        assert other.check_t_max() is False
+    assert "t_max=16 but decoding uses t_max=40" in caplog.text and "--model.t_max 16" in caplog.text
+    same = CausalLMModule("tiny-gpt2", max_new_tokens=40, t_max=16)
+    same.on_load_checkpoint(ckpt)
+    assert same.check_t_max() is True
+
+
+# ---- agreement with vanilla ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["tiny-gpt2", "tiny-llama"])
+def test_plan_argmax_reproduces_each_decoders_own_greedy_tokens(arch, tokenizer):
+    """Teacher-forced on a decoder's own greedy output (a left-padded batch), its plan's argmax is that output."""
+    from hsd_lightning.evaluation.agreement import agreement_counts, plan_argmax
+
+    m = _model(arch)
+    enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
+    prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
+    for dec in PLANS:
+        out = dec.generate(m, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=NEW,
+                           t_max=T_MAX, eos_token_id=None)
+        conts = out.new_tokens.tolist()
+        assert plan_argmax(m, dec, prompts, conts, tokenizer.pad_token_id, T_MAX) == [c[1:] for c in conts]
+    vanilla = build_decoder("vanilla").generate(m, enc["input_ids"], attention_mask=enc["attention_mask"],
+                                                max_new_tokens=NEW, eos_token_id=None).new_tokens.tolist()
+    assert agreement_counts(m, build_decoder("vanilla"), prompts, vanilla, tokenizer.pad_token_id, T_MAX,
+                            batch_size=2) == (3 * (NEW - 1), 3 * (NEW - 1))
+    agree, total = agreement_counts(m, PLANS[1], prompts, vanilla, tokenizer.pad_token_id, T_MAX, batch_size=2)
+    skip = plan_argmax(m, PLANS[1], prompts, vanilla, tokenizer.pad_token_id, T_MAX)
+    assert total == 3 * (NEW - 1) and agree == sum(x == y for s, v in zip(skip, vanilla) for x, y in zip(s, v[1:]))
