@@ -150,3 +150,32 @@ def test_plan_argmax_reproduces_each_decoders_own_greedy_tokens(arch, tokenizer)
     agree, total = agreement_counts(m, PLANS[1], prompts, vanilla, tokenizer.pad_token_id, T_MAX, batch_size=2)
     skip = plan_argmax(m, PLANS[1], prompts, vanilla, tokenizer.pad_token_id, T_MAX)
     assert total == 3 * (NEW - 1) and agree == sum(x == y for s, v in zip(skip, vanilla) for x, y in zip(s, v[1:]))
+
+
+def test_self_distillation_mixes_label_loss_and_kl_to_the_full_model(tokenizer):
+    plans = [{"name": "hsd", "s": 1, "e_max": 2}]
+    batch, _ = _train_batch(tokenizer, PROMPTS[:2], [[11, 12, 13, 14], [21, 22]])
+    dec = [build_decoder("hsd", s=1, e_max=2)] * 2
+    torch.manual_seed(0)
+    ce = CausalLMModule("tiny-llama", max_new_tokens=8, train_plans=plans, distill_weight=0.0)
+    both = CausalLMModule("tiny-llama", max_new_tokens=8, train_plans=plans, distill_weight=0.5)
+    both.model.load_state_dict(ce.model.state_dict())
+    ce.model.eval(), both.model.eval()  # no dropout: the two losses see the same forward
+    with torch.no_grad():
+        l_ce = ce.plan_loss(batch, dec)
+        l_mix = both.plan_loss(batch, dec)
+        # KL computed by hand over the 4 scheduled target predictions (labels shifted by one)
+        full = both.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        run = both.plans.run_mask(dec, batch["labels"], 6)
+        with planned(both.model, run):
+            skip = both.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        m = batch["labels"][:, 1:] != -100
+        p, q = full[:, :-1][m].log_softmax(-1), skip[:, :-1][m].log_softmax(-1)
+        kl = (p.exp() * (p - q)).sum(-1).mean()
+    assert kl > 0
+    torch.testing.assert_close(l_mix, 0.5 * l_ce + 0.5 * kl, atol=1e-5, rtol=1e-5)
+    vanilla = [build_decoder("vanilla")] * 2  # the full plan is its own teacher: only the label loss remains
+    with torch.no_grad():
+        torch.testing.assert_close(both.plan_loss(batch, vanilla), 0.5 * ce.plan_loss(batch, vanilla))
+    with pytest.raises(ValueError, match="distill_weight=2"):
+        CausalLMModule("tiny-gpt2", train_plans=plans, distill_weight=2)

@@ -45,6 +45,9 @@ class CausalLMModule(L.LightningModule):
             nothing to that position's residual stream), which is exactly what decoding with that plan computes.
         plan_seed: seed of the per-row plan draws (drawn from (seed, step, rank), so a resumed run draws the same).
         val_plans: with ``train_plans``, also log the validation loss under each plan (``val/loss_<plan>``).
+        distill_weight: with ``train_plans``, mix the reference loss with self-distillation: the loss of a row is
+            ``(1 - w) * CE(labels) + w * KL(full-depth next-token distribution || planned one)`` on its target
+            tokens, the full-depth pass being the same model with every layer, without gradient (default 0: off).
         adapter: start from a saved LoRA adapter (``finetune: lora``): a folder written by
             ``python -m hsd_lightning.models.adapters`` or the name of one shipped in ``hsd_lightning/adapters``
             (e.g. ``smollm2-e2e-skipaware``). Its LoRA settings come from the folder.
@@ -56,12 +59,14 @@ class CausalLMModule(L.LightningModule):
                  dtype: str = "float32", decoder: Decoder | None = None, num_beams: int = 4,
                  max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None,
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
-                 val_plans: bool = True, adapter: str | None = None):
+                 val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
         if adapter and finetune != "lora":
             raise ValueError(f"adapter={adapter!r} needs finetune=lora (an adapter is LoRA weights)")
+        if not 0.0 <= distill_weight <= 1.0:
+            raise ValueError(f"distill_weight={distill_weight!r} must lie in [0, 1] (0 = labels only, 1 = teacher only)")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
         self.save_hyperparameters(ignore=["decoder"])
@@ -114,8 +119,20 @@ class CausalLMModule(L.LightningModule):
     def plan_loss(self, batch: dict, decoders: list[Decoder]) -> torch.Tensor:
         """Mean target-token loss with row b run under ``decoders[b]``'s layer plan (see ``decoding/plans.py``)."""
         run = self.plans.run_mask(decoders, batch["labels"], self.model.config.num_hidden_layers)
+        w = self.hparams.distill_weight if self.training else 0.0
+        if not w:
+            with planned(self.model, run):
+                return self.model(**batch).loss
+        with torch.no_grad():  # the teacher: the same weights, every layer
+            teacher = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         with planned(self.model, run):
-            return self.model(**batch).loss
+            out = self.model(**batch)
+        # next-token targets: logits at position i predict labels[i + 1] (as transformers' own loss shifts them)
+        target = batch["labels"][:, 1:] != -100
+        student = out.logits[:, :-1][target].float().log_softmax(-1)
+        ref = teacher[:, :-1][target].float().log_softmax(-1)
+        kl = torch.nn.functional.kl_div(student, ref, log_target=True, reduction="batchmean")
+        return (1 - w) * out.loss + w * kl
 
     def training_step(self, batch, batch_idx):
         rows = batch["input_ids"].shape[0]
@@ -141,6 +158,11 @@ class CausalLMModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
         warm = max(1, self.hparams.warmup_steps)
+        total = getattr(self.trainer, "estimated_stepping_batches", None) if self._trainer is not None else None
+        if isinstance(total, (int, float)) and 0 < total < warm:
+            log.warning("warmup_steps=%d exceeds this run's %d optimizer steps: the learning rate never reaches "
+                        "learning_rate=%g; set model.warmup_steps below %d", warm, total,
+                        self.hparams.learning_rate, total)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
