@@ -85,3 +85,24 @@ def test_report_groups_datasets_and_names_missing_metrics(tmp_path, capsys):
     assert (tmp_path / "rep" / "pareto.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="nothing to report"):
         report_main([str(tmp_path / "empty")])
+
+
+def test_report_keeps_weights_and_beams_apart_with_percent_of_vanilla(tmp_path, capsys):
+    runs = [("zero-shot", None, 4, "vanilla", 30.0, 40.0), ("zero-shot", None, 4, "hsd", 17.0, 10.0),
+            ("skip-aware FT", "runs/sa/version_0/checkpoints/last.ckpt", 4, "vanilla", 30.0, 60.0),
+            ("skip-aware FT", "runs/sa/version_0/checkpoints/last.ckpt", 4, "hsd", 17.0, 57.0),
+            ("skip-aware FT", "runs/sa/version_0/checkpoints/last.ckpt", 1, "vanilla", 30.0, 50.0)]
+    for i, (kind, ckpt, beams, name, avg, rl) in enumerate(runs):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "metrics.json").write_text(json.dumps({
+            "dataset": "e2e", "model": "m", "decoder": name, "decoder_name": name, "training": kind,
+            "checkpoint": ckpt, "num_beams": beams, "avg_layer": avg, "rougeL": rl, "bertscore": 50.0,
+            "tokens_per_second": 10.0}))
+    report_main([str(tmp_path), "--out", str(tmp_path / "rep")])
+    md = (tmp_path / "rep" / "report.md").read_text()
+    titles = [line for line in md.splitlines() if line.startswith("### ")]
+    assert titles[:3] == ["### e2e / m / zero-shot / beam 4", "### e2e / m / skip-aware FT (sa/last.ckpt) / beam 4",
+                          "### e2e / m / skip-aware FT (sa/last.ckpt) / greedy"]
+    assert "| hsd | 17.00 |" in md and "| 95.0 |" in md and "| 25.0 |" in md  # 57/60 and 10/40 of their own vanilla
+    assert "the paper's GPT-2 large" in md and "| hsd(s=1,min=0,max=12) | 21.38 |" in md  # paper Table 4 row

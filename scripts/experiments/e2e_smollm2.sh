@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# E2E on SmolLM2-135M (CPU): skip-aware LoRA fine-tune, export the adapter, decode 200 test MRs with beam 4 under
+# vanilla, HSD and SkipDecode (with and without layer 1 always on), then the report under docs/results/e2e.
+# Each step is resumable by hand: fit with --ckpt_path last, the sweep per decoder folder.
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|report|all]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/setup.sh
+PY=.venv/bin/python
+STEP=${1:-all}
+RUN=runs/smollm2_e2e_skipaware
+CKPT=$(ls -d $RUN/version_*/checkpoints/last.ckpt 2>/dev/null | sort -V | tail -1 || true)
+# paper rows (E in 36-layer units, scaled to 30 layers by the sweep): vanilla, HSD s=1/2 E_max 12 -> 10,
+# SkipDecode (10,24) -> (8,20); --always_run 1 adds each skipping row with layer 1 always on
+ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]'
+if [[ $STEP == fit || $STEP == all ]]; then
+  mkdir -p runs/logs
+  $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml 2>&1 | tee runs/logs/fit_skipaware.log
+  CKPT=$(ls -d $RUN/version_*/checkpoints/last.ckpt | sort -V | tail -1)
+fi
+if [[ $STEP == export || $STEP == all ]]; then
+  $PY -m hsd_lightning.models.adapters --config configs/smollm2_e2e_skipaware.yaml --ckpt_path "$CKPT" \
+      --out hsd_lightning/adapters/smollm2-e2e-skipaware --record "$(dirname "$(dirname "$CKPT")")/fit_summary.json"
+fi
+if [[ $STEP == sweep || $STEP == all ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --ckpt_path "$CKPT" --quiet \
+      --decoders "$ROWS" --always_run 1 --out runs/results/e2e/skipaware_beam4 --data.init_args.max_eval_samples 200
+fi
+if [[ $STEP == report || $STEP == all ]]; then
+  $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 --out docs/results/e2e --examples 5
+fi
