@@ -145,9 +145,10 @@ def test_plan_argmax_reproduces_each_decoders_own_greedy_tokens(arch, tokenizer)
         assert plan_argmax(m, dec, prompts, conts, tokenizer.pad_token_id, T_MAX) == [c[1:] for c in conts]
     vanilla = build_decoder("vanilla").generate(m, enc["input_ids"], attention_mask=enc["attention_mask"],
                                                 max_new_tokens=NEW, eos_token_id=None).new_tokens.tolist()
-    assert agreement_counts(m, build_decoder("vanilla"), prompts, vanilla, tokenizer.pad_token_id, T_MAX,
-                            batch_size=2) == (3 * (NEW - 1), 3 * (NEW - 1))
-    agree, total = agreement_counts(m, PLANS[1], prompts, vanilla, tokenizer.pad_token_id, T_MAX, batch_size=2)
+    counts = agreement_counts(m, [build_decoder("vanilla"), PLANS[1]], prompts, vanilla, tokenizer.pad_token_id,
+                              T_MAX, batch_size=2)
+    assert counts["vanilla"] == (3 * (NEW - 1), 3 * (NEW - 1))
+    agree, total = counts[PLANS[1].describe()]
     skip = plan_argmax(m, PLANS[1], prompts, vanilla, tokenizer.pad_token_id, T_MAX)
     assert total == 3 * (NEW - 1) and agree == sum(x == y for s, v in zip(skip, vanilla) for x, y in zip(s, v[1:]))
 

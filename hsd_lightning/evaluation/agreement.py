@@ -43,17 +43,20 @@ def plan_argmax(model, decoder, prompts: list[list[int]], continuations: list[li
     return [top[b, P:P - 1 + len(c)].tolist() for b, c in enumerate(continuations)]
 
 
-def agreement_counts(model, decoder, prompts: list[list[int]], continuations: list[list[int]], pad_id: int,
-                     t_max: int, batch_size: int = 8) -> tuple[int, int]:
-    """(scheduled steps where the decoder's greedy token equals the full model's, steps compared)."""
+def agreement_counts(model, decoders: list, prompts: list[list[int]], continuations: list[list[int]], pad_id: int,
+                     t_max: int, batch_size: int = 8) -> dict[str, tuple[int, int]]:
+    """Per decoder (by ``describe()``): (scheduled steps where its greedy token equals the full model's, steps
+    compared). The full-depth pass runs once per batch for all decoders."""
     from ..decoding import Vanilla
 
-    agree = total = 0
+    counts = {d.describe(): [0, 0] for d in decoders}
     for start in range(0, len(prompts), batch_size):
         ps, cs = prompts[start:start + batch_size], continuations[start:start + batch_size]
         full = plan_argmax(model, Vanilla(), ps, cs, pad_id, t_max)
-        skip = plan_argmax(model, decoder, ps, cs, pad_id, t_max)
-        for f, k in zip(full, skip):
-            agree += sum(int(x == y) for x, y in zip(f, k))
-            total += len(f)
-    return agree, total
+        for dec in decoders:
+            skip = full if dec.name == "vanilla" else plan_argmax(model, dec, ps, cs, pad_id, t_max)
+            c = counts[dec.describe()]
+            for f, k in zip(full, skip):
+                c[0] += sum(int(x == y) for x, y in zip(f, k))
+                c[1] += len(f)
+    return {k: (a, t) for k, (a, t) in counts.items()}

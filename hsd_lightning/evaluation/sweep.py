@@ -51,11 +51,11 @@ def add_agreement(model, dm, out: Path, decoders, t_max: int) -> None:
     prompts = [prompt_of[r["id"]] for r in preds]
     conts = [r["token_ids"] for r in preds]
     model.eval()
-    for dec in decoders:
-        if isinstance(dec, CALM):
-            continue
-        agree, total = agreement_counts(model.model, dec, prompts, conts, dm.tokenizer.pad_token_id, t_max,
-                                        batch_size=dm.hparams.eval_batch_size)
+    static = [d for d in decoders if not isinstance(d, CALM)]
+    counts = agreement_counts(model.model, static, prompts, conts, dm.tokenizer.pad_token_id, t_max,
+                              batch_size=dm.hparams.eval_batch_size)
+    for dec in static:
+        agree, total = counts[dec.describe()]
         path = out / dec.describe() / "metrics.json"
         metrics = json.loads(path.read_text())
         metrics["agreement"] = 100.0 * agree / total if total else float("nan")
@@ -122,6 +122,7 @@ def quiet_libraries() -> None:
     import transformers
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own use of a deprecated torch API
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft's use of a transformers API
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
