@@ -124,7 +124,7 @@ def plot(groups: dict[str, list[dict]], path: Path) -> None:
                                 textcoords="offset points")
             ax.set_xlabel("Avg. Layer (layers per generated token)")
             ax.set_ylabel(label)
-            ax.set_title(f"{title}: {label} vs. depth")
+            ax.set_title(f"{title}\n{label} vs. depth", fontsize=8)
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
