@@ -2,7 +2,7 @@
 # E2E on SmolLM2-135M (CPU): skip-aware LoRA fine-tune, export the adapter, decode 200 test MRs with beam 4 under
 # vanilla, HSD and SkipDecode (with and without layer 1 always on), then the report under docs/results/e2e.
 # Each step is resumable by hand: fit with --ckpt_path last, the sweep per decoder folder.
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|report|all]
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -26,6 +26,13 @@ if [[ $STEP == sweep || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --ckpt_path "$CKPT" --quiet \
       --decoders "$ROWS" --always_run 1 --out runs/results/e2e/skipaware_beam4 --data.init_args.max_eval_samples 200
 fi
+if [[ $STEP == zeroshot || $STEP == all ]]; then  # the same inputs and settings without any adapter
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter null \
+      --model.train_plans null --quiet --no_agreement --out runs/results/e2e/zeroshot_beam4 \
+      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}]]' \
+      --data.init_args.max_eval_samples 200
+fi
 if [[ $STEP == report || $STEP == all ]]; then
-  $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 --out docs/results/e2e --examples 5
+  $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
+      --out docs/results/e2e --examples 5
 fi
