@@ -106,3 +106,18 @@ def test_report_keeps_weights_and_beams_apart_with_percent_of_vanilla(tmp_path, 
                           "### e2e / m / skip-aware FT (sa/last.ckpt) / greedy"]
     assert "| hsd | 17.00 |" in md and "| 95.0 |" in md and "| 25.0 |" in md  # 57/60 and 10/40 of their own vanilla
     assert "the paper's GPT-2 large" in md and "| hsd(s=1,min=0,max=12) | 21.38 |" in md  # paper Table 4 row
+
+
+def test_report_copies_predictions_beside_the_tables(tmp_path):
+    run = tmp_path / "runs" / "hsd"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"dataset": "e2e", "model": "m", "decoder": "hsd(s=1)",
+                                                  "decoder_name": "hsd", "num_beams": 4, "avg_layer": 2.0}))
+    rec = {"id": "e2e-test-0", "prompt": "Describe it.\nAttributes: name[X]\nDescription:", "prediction": "X is.",
+           "references": ["X."], "layers_per_token": [6, 2, 4]}
+    (run / "predictions.jsonl").write_text(json.dumps(rec) + "\n")
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--predictions", "--no_paper"])
+    copied = list((tmp_path / "rep" / "predictions").rglob("hsd(s=1).jsonl"))
+    assert len(copied) == 1 and copied[0].parent.name == "e2e_m_zero-shot_beam_4"
+    assert json.loads(copied[0].read_text()) == {"id": "e2e-test-0", "input": "Attributes: name[X]",
+                                                 "prediction": "X is.", "avg_layers": 3.0}

@@ -8,6 +8,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -80,6 +81,31 @@ def paper_rows(dataset: str | None, model: str = "GPT-2") -> list[dict]:
     return rows
 
 
+def _source_line(prompt: str) -> str:
+    """The line of a prompt that holds the input (templates put it on the second line), else the whole prompt."""
+    lines = prompt.strip().splitlines()
+    return lines[1] if len(lines) > 2 else prompt.strip()
+
+
+def copy_predictions(groups: dict[str, list[dict]], folder: Path) -> None:
+    """Compact copies of every run's predictions (id, input, prediction, layers per token) beside the report."""
+    for title, rows in groups.items():
+        sub = folder / re.sub(r"[^A-Za-z0-9.=,+-]+", "_", title).strip("_")
+        sub.mkdir(parents=True, exist_ok=True)
+        for r in rows:
+            src = Path(r["run"]) / "predictions.jsonl"
+            if not src.exists():
+                continue
+            with (sub / f"{r['decoder']}.jsonl").open("w", encoding="utf-8") as f:
+                for line in src.read_text(encoding="utf-8").splitlines():
+                    rec = json.loads(line)
+                    lpt = rec.get("layers_per_token", [])[1:]
+                    f.write(json.dumps({"id": rec["id"], "input": _source_line(rec["prompt"]),
+                                        "prediction": rec["prediction"],
+                                        "avg_layers": round(sum(lpt) / len(lpt), 2) if lpt else None},
+                                       ensure_ascii=False) + "\n")
+
+
 def examples_text(groups: dict[str, list[dict]], n: int) -> str:
     """The first ``n`` inputs of each group with every decoder's prediction and one reference."""
     parts = []
@@ -94,8 +120,7 @@ def examples_text(groups: dict[str, list[dict]], n: int) -> str:
         parts.append(f"#### Examples: {title}\n")
         first = next(iter(preds.values()))
         for i, rec in enumerate(first):
-            src = rec["prompt"].strip().splitlines()
-            parts.append(f"- **input** {src[1] if len(src) > 2 else rec['prompt'].strip()}")
+            parts.append(f"- **input** {_source_line(rec['prompt'])}")
             for dec, recs in preds.items():
                 if i < len(recs):
                     parts.append(f"  - *{dec}*: {recs[i]['prediction']}")
@@ -139,6 +164,8 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
     p.add_argument("--examples", type=int, default=0, help="also print the first N inputs with every decoder's output")
     p.add_argument("--no_paper", action="store_true", help="leave out the paper's GPT-2 rows")
+    p.add_argument("--predictions", action="store_true",
+                   help="also copy every run's outputs (id, input, prediction) to <out>/predictions/, to keep with the tables")
     args = p.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:
@@ -163,6 +190,8 @@ def main(argv=None):
                           f"{format_table(paper)}\n")
     if args.examples:
         md.append(examples_text(groups, args.examples))
+    if args.predictions:
+        copy_predictions(groups, out / "predictions")
     (out / "report.md").write_text("\n".join(md))
     plot(groups, out / "pareto.png")
     print("\n".join(md))

@@ -73,6 +73,7 @@ class CausalLMModule(L.LightningModule):
         self.decoder = decoder or Vanilla()
         self.plans = _build_mixture(train_plans, self.t_max) if train_plans else None
         self.trained_t_max: int | None = None  # t_max a loaded skip-aware checkpoint was trained for
+        self._t_max_warned: tuple | None = None
         self.training_kind = "zero-shot"  # of the weights decoded: zero-shot | FT | skip-aware FT (set on load)
         self.model = load_model(model_name_or_path, dtype=dtype).train()  # Lightning switches to eval for predict
         self.tokenizer = load_tokenizer(model_name_or_path)
@@ -206,9 +207,11 @@ class CausalLMModule(L.LightningModule):
         """Warn when a skip-aware checkpoint is decoded with another schedule horizon than it was trained for."""
         if self.trained_t_max is None or self.trained_t_max == self.t_max:
             return True
-        log.warning("this checkpoint was trained for layer plans with t_max=%d but decoding uses t_max=%d: the "
-                    "skipping decoders then run plans it was not trained for; pass --model.t_max %d",
-                    self.trained_t_max, self.t_max, self.trained_t_max)
+        if self._t_max_warned != (self.trained_t_max, self.t_max):  # once per mismatch, not once per predict run
+            self._t_max_warned = (self.trained_t_max, self.t_max)
+            log.warning("this checkpoint was trained for layer plans with t_max=%d but decoding uses t_max=%d: the "
+                        "skipping decoders then run plans it was not trained for; pass --model.t_max %d",
+                        self.trained_t_max, self.t_max, self.trained_t_max)
         return False
 
     # ---- decoding ------------------------------------------------------------------------------------------------

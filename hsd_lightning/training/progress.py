@@ -7,14 +7,12 @@ writes ``fit_summary.json`` into the run folder: steps, examples, tokens, wall t
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
-log = logging.getLogger(__name__)
 
 
 class ProgressLog(Callback):
@@ -26,11 +24,11 @@ class ProgressLog(Callback):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 1")
         self.every = every_n_steps
-        self._t0 = self._tokens = self._start_step = self._printed = None
-        self._examples = 0
+        self._t0 = self._start_step = self._printed = None
+        self._tokens = self._examples = 0
 
     def on_train_start(self, trainer, pl_module):
-        self._t0, self._tokens = time.perf_counter(), 0
+        self._t0, self._tokens, self._examples = time.perf_counter(), 0, 0
         self._start_step = self._printed = trainer.global_step
         rank_zero_info(f"fit: starting at step {trainer.global_step}, max_steps {self._total(trainer)}")
 

@@ -34,5 +34,5 @@ if [[ $STEP == zeroshot || $STEP == all ]]; then  # the same inputs and settings
 fi
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
-      --out docs/results/e2e --examples 5
+      --out docs/results/e2e --examples 5 --predictions
 fi
