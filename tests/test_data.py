@@ -9,8 +9,8 @@ from hsd_lightning.data.readers import SPECS, read_pairs
 
 
 @pytest.mark.parametrize("name", sorted(DATAMODULES))
-def test_each_dataset_reads_trains_and_generates(name, data_dir):
-    dm = DATAMODULES[name](data_dir=str(data_dir), max_train_samples=6, max_eval_samples=3, batch_size=3,
+def test_each_dataset_reads_trains_and_generates(name, data_root):
+    dm = DATAMODULES[name](data_dir=str(data_root), max_train_samples=6, max_eval_samples=3, batch_size=3,
                            eval_batch_size=3, max_source_tokens=64)
     assert dm.pairs("train") and dm.source_used.startswith("local")
     b = next(iter(dm.train_dataloader()))
@@ -45,6 +45,16 @@ def test_multi_reference_inputs_are_grouped(data_dir):
     assert len(dm.pairs("train")) == 42061
 
 
+def test_fixtures_keep_the_native_formats(fixture_dir):
+    """The made-up fixtures exercise what the real files do: several references per input, long sources."""
+    e2e = E2EDataModule(data_dir=str(fixture_dir)).dataset_for("test", "generate")
+    assert len(e2e) == 5 and all(len(r) == 3 for r in e2e["references"])
+    assert read_pairs(SPECS["commongen"], fixture_dir, "test")[0][0] == "sun, beach, sit"
+    for name in DATAMODULES:
+        for split in ("train", "validation", "test"):
+            assert read_pairs(SPECS[name], fixture_dir, split), (name, split)
+
+
 def test_commongen_concepts_and_all_scenes(data_dir):
     pairs = read_pairs(SPECS["commongen"], data_dir, "validation")
     first = json.loads((data_dir / "commongen" / "commongen.dev.jsonl").open().readline())
@@ -52,8 +62,8 @@ def test_commongen_concepts_and_all_scenes(data_dir):
     assert [t for s, t in pairs if s == pairs[0][0]][: len(first["scene"])] == first["scene"]
 
 
-def test_long_sources_truncated_never_the_target(data_dir):
-    dm = DATAMODULES["cnn_dailymail"](data_dir=str(data_dir), max_train_samples=4, max_source_tokens=20)
+def test_long_sources_truncated_never_the_target(data_root):
+    dm = DATAMODULES["cnn_dailymail"](data_dir=str(data_root), max_train_samples=4, max_source_tokens=20)
     ds = dm.dataset_for("train", "train")
     prefix, suffix = dm.template.split("{source}")
     tok = dm.tokenizer
@@ -82,9 +92,9 @@ def test_missing_folder_and_malformed_rows(tmp_path):
         DATAMODULES["xsum"](data_dir=str(tmp_path)).dataset_for("validation", "generate")
 
 
-def test_subsetting_is_deterministic(data_dir):
-    a = E2EDataModule(data_dir=str(data_dir), max_train_samples=5, shuffle_subset=True, seed=1)
-    b = E2EDataModule(data_dir=str(data_dir), max_train_samples=5, shuffle_subset=True, seed=1)
+def test_subsetting_is_deterministic(data_root):
+    a = E2EDataModule(data_dir=str(data_root), max_train_samples=5, shuffle_subset=True, seed=1)
+    b = E2EDataModule(data_dir=str(data_root), max_train_samples=5, shuffle_subset=True, seed=1)
     assert a.dataset_for("train", "train")["input_ids"] == b.dataset_for("train", "train")["input_ids"]
     with pytest.raises(ValueError, match="no '{source}' placeholder"):
         E2EDataModule(prompt_template="no placeholder")

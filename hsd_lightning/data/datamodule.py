@@ -65,6 +65,7 @@ class TextGenDataModule(L.LightningDataModule):
         self._cache: dict[str, datasets.Dataset] = {}
         self.source_used: str | None = None  # "local <path>" or "hub <id>"
         self.num_truncated: dict[str, int] = {}
+        self.skip_ids: set[str] = set()  # ids already decoded (a resumed predict/test), see exclude_ids
 
     # ---- tokenizer & raw data --------------------------------------------------------------------------------
     @property
@@ -185,12 +186,19 @@ class TextGenDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return self._loader(self.dataset_for("validation", "train"), self.hparams.eval_batch_size, self.collate_train)
 
+    def exclude_ids(self, ids: set[str]) -> None:
+        """Leave these example ids out of the next test/predict loader (they were decoded by an earlier run that
+        wrote into the same folder); an empty set brings every input back."""
+        self.skip_ids = set(ids)
+
     def test_dataloader(self):
         return self.predict_dataloader()
 
     def predict_dataloader(self):
-        return self._loader(self.dataset_for(self.hparams.predict_split, "generate"), self.hparams.eval_batch_size,
-                            self.collate_generate)
+        ds = self.dataset_for(self.hparams.predict_split, "generate")
+        if self.skip_ids:
+            ds = ds.select([i for i, x in enumerate(ds["id"]) if x not in self.skip_ids])
+        return self._loader(ds, self.hparams.eval_batch_size, self.collate_generate)
 
 
 class E2EDataModule(TextGenDataModule):

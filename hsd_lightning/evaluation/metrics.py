@@ -23,29 +23,41 @@ def default_bertscore_model() -> str:
 
 
 class GenerationScores(torch.nn.Module):
-    """Accumulates records of ``predict_step`` across batches (and devices) and computes the table's numbers."""
+    """Accumulates records of ``predict_step`` and computes the table's numbers.
 
-    def __init__(self, bertscore_model: str | None = None, bertscore: bool = True):
+    Scores are computed in one process over the merged records of every rank (see ``writer.py``), so no metric
+    syncs across ranks (``sync_on_compute=False``): torchmetrics would otherwise gather list states element by
+    element, which deadlocks when ranks hold different counts. ``device``: where the metric states and the
+    BERTScore encoder live (the module's device).
+    """
+
+    def __init__(self, bertscore_model: str | None = None, bertscore: bool = True,
+                 device: torch.device | str = "cpu"):
         super().__init__()
-        self.rouge = ROUGEScore(use_stemmer=True, rouge_keys=("rouge1", "rouge2", "rougeL"), accumulate="best")
-        self.bleu1 = SacreBLEUScore(n_gram=1, tokenize="13a")
-        self.bleu4 = SacreBLEUScore(n_gram=4, tokenize="13a")
+        local = {"sync_on_compute": False}
+        self.rouge = ROUGEScore(use_stemmer=True, rouge_keys=("rouge1", "rouge2", "rougeL"), accumulate="best",
+                                **local)
+        self.bleu1 = SacreBLEUScore(n_gram=1, tokenize="13a", **local)
+        self.bleu4 = SacreBLEUScore(n_gram=4, tokenize="13a", **local)
         self.bertscore_model = bertscore_model or default_bertscore_model()
         self.use_bertscore = bertscore
+        self.device = torch.device(device)
         self._bert = None
-        self.bert_f1 = MeanMetric()
-        self.layers = SumMetric()
-        self.passes = SumMetric()
-        self.tokens = SumMetric()
-        self.seconds = SumMetric()
-        self.count = SumMetric()
-        self.empty_predictions = SumMetric()
+        self.bert_f1 = MeanMetric(**local)
+        self.layers = SumMetric(**local)
+        self.passes = SumMetric(**local)
+        self.tokens = SumMetric(**local)
+        self.seconds = SumMetric(**local)
+        self.count = SumMetric(**local)
+        self.empty_predictions = SumMetric(**local)
+        self.to(self.device)
 
     def _bertscore(self):
         if self._bert is None:
             from torchmetrics.text.bert import BERTScore
 
-            self._bert = BERTScore(model_name_or_path=self.bertscore_model, max_length=512, batch_size=32)
+            self._bert = BERTScore(model_name_or_path=self.bertscore_model, max_length=512, batch_size=32,
+                                   device=self.device, sync_on_compute=False)
         return self._bert
 
     def update(self, records: list[dict]) -> None:

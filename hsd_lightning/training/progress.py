@@ -10,6 +10,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -64,14 +65,18 @@ class ProgressLog(Callback):
     def on_train_end(self, trainer, pl_module):
         if self._t0 is None:
             return
+        # collectives on every rank: the sums over ranks and log_dir (which broadcasts from rank 0)
+        examples, tokens = (int(trainer.strategy.reduce(torch.tensor(float(x)), reduce_op="sum"))
+                            for x in (self._examples, self._tokens))
+        log_dir = trainer.log_dir
         summary = {
             "steps": trainer.global_step, "steps_this_run": trainer.global_step - self._start_step,
-            "examples_this_run": self._examples * trainer.world_size, "tokens_this_run": self._tokens * trainer.world_size,
+            "examples_this_run": examples, "tokens_this_run": tokens,
             "wall_seconds_this_run": round(time.perf_counter() - self._t0, 1),
             "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
         }
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / "fit_summary.json"
+        if trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / "fit_summary.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(summary, indent=2))
             rank_zero_info(f"fit: done, {json.dumps(summary)} -> {path}")

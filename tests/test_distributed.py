@@ -1,0 +1,111 @@
+"""Multi-device runs with Lightning's own DDP (gloo, 2 CPU processes) and runs that survive a crash.
+
+The DDP runs are real ``python main.py`` processes: Lightning's launcher starts rank 1 from ``sys.argv``.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.callbacks import Callback
+
+from hsd_lightning.cli import CONFIG_DIR, cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
+
+
+def _args(fixture_dir: Path, tmp_path: Path, out: str, n_inputs: int = 5) -> list[str]:
+    # 5 inputs, batches of 2 on 2 ranks: rank 0 decodes 3, rank 1 decodes 2 (uneven on purpose)
+    return ["--model.model_name_or_path", "tiny-gpt2", "--model.adapter", "null", "--model.finetune", "full",
+            "--data.init_args.data_dir", str(fixture_dir), "--data.init_args.max_eval_samples", str(n_inputs),
+            "--data.init_args.eval_batch_size", "2", "--data.init_args.max_train_samples", "8",
+            "--data.init_args.batch_size", "2", "--model.max_new_tokens", "4", "--model.num_beams", "2",
+            "--decoder", "hsd", "--decoder.s", "1", "--decoder.e_max", "2",
+            "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+            "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+            f"--trainer.callbacks.output_dir={tmp_path / out}"]
+
+
+def _main(args: list[str]) -> None:
+    proc = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _read(folder: Path) -> tuple[list[dict], dict]:
+    """Predictions and metrics without what differs by machine or by rank: timings and the rank field."""
+    recs = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    for r in recs:
+        r.pop("rank"), r.pop("generation_seconds")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return recs, {k: v for k, v in metrics.items() if "per_second" not in k}
+
+
+def test_ddp_predict_and_test_equal_the_single_process_run(tmp_path, fixture_dir):
+    single = ["predict", *_args(fixture_dir, tmp_path, "single"), "--trainer.accelerator", "cpu"]
+    cli_main(single)
+    _main(["predict", *_args(fixture_dir, tmp_path, "ddp_predict"), *DDP])
+    _main(["test", *_args(fixture_dir, tmp_path, "ddp_test"), *DDP])
+    ref_recs, ref_metrics = _read(tmp_path / "single")
+    assert [r["id"] for r in ref_recs] == [f"e2e-test-{i}" for i in range(5)] and ref_metrics["examples"] == 5
+    assert ref_metrics["bertscore"] > 0  # BERTScore of every input is its own, not rank 0's
+    for run in ("ddp_predict", "ddp_test"):  # test's padding sampler decodes one input twice: counted once
+        recs, metrics = _read(tmp_path / run)
+        assert recs == ref_recs, run
+        assert metrics == ref_metrics, run
+        assert not list((tmp_path / run).glob("predictions.rank*.jsonl"))  # parts merged away
+    ranks = {json.loads(line)["rank"] for line in (tmp_path / "ddp_predict" / "predictions.jsonl").open()}
+    assert ranks == {0, 1}
+
+
+def test_ddp_fit_then_validate(tmp_path, fixture_dir):
+    args = _args(fixture_dir, tmp_path, "unused")
+    _main(["fit", *args, *DDP, "--trainer.max_steps", "2", "--trainer.max_epochs", "1"])
+    import torch
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 2
+    _main(["validate", *args, *DDP, "--ckpt_path", str(ckpt)])
+
+
+class Crash(Callback):
+    """Fails after ``n`` batches were written (stands for a killed run)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx + 1 == self.n:
+            raise RuntimeError("simulated crash")
+
+
+class Spy(Callback):
+    """Records the ids each predict batch decodes."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.seen.extend(batch["ids"])
+
+
+def _predict_with(args: list[str], callback: Callback) -> None:
+    cli = cli_main(["--config", str(CONFIG_DIR / "default.yaml"), *args[1:]], run=False)  # no subcommand: run=False
+    cli.trainer.callbacks.append(callback)  # after the writer: a batch is on disk before Crash fails
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule)
+
+
+def test_predict_resumes_into_the_same_folder(tmp_path, fixture_dir):
+    args = ["predict", *_args(fixture_dir, tmp_path, "resumed"), "--trainer.accelerator", "cpu"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _predict_with(args, Crash(1))  # batch 1 (2 inputs) is on disk
+    part = tmp_path / "resumed" / "predictions.rank0.jsonl"
+    assert len(part.read_text().splitlines()) == 2 and not (tmp_path / "resumed" / "metrics.json").exists()
+
+    _predict_with(args, spy := Spy())
+    assert spy.seen == ["e2e-test-2", "e2e-test-3", "e2e-test-4"]  # finished ids are not decoded again
+    cli_main(["predict", *_args(fixture_dir, tmp_path, "straight"), "--trainer.accelerator", "cpu"])
+    assert _read(tmp_path / "resumed") == _read(tmp_path / "straight")
+    # a third run into the finished folder decodes nothing and rewrites the same files
+    _predict_with(args, spy := Spy())
+    assert spy.seen == [] and _read(tmp_path / "resumed") == _read(tmp_path / "straight")
