@@ -5,10 +5,12 @@ import sys
 from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
 
 from .data import TextGenDataModule
 from .decoding import DECODERS, Decoder
 from .models.module import CausalLMModule
+from .training.resume import resolve_last
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 BASE_PRESET = CONFIG_DIR / "presets" / "base.yaml"
@@ -22,6 +24,12 @@ class HSDCLI(LightningCLI):
         parser.add_subclass_arguments(Decoder, "decoder", required=False,
                                       help="vanilla | skipdecode | hsd | calm, e.g. --decoder hsd --decoder.s 1")
         parser.link_arguments("model.model_name_or_path", "data.init_args.tokenizer")
+
+    def before_instantiate_classes(self):
+        if self.subcommand == "fit":
+            note = resolve_last(self.config["fit"])  # --ckpt_path last: the killed run, not the new empty one
+            if note:
+                rank_zero_info(note)
 
     def instantiate_classes(self):
         super().instantiate_classes()

@@ -109,3 +109,50 @@ def test_predict_resumes_into_the_same_folder(tmp_path, fixture_dir):
     # a third run into the finished folder decodes nothing and rewrites the same files
     _predict_with(args, spy := Spy())
     assert spy.seen == [] and _read(tmp_path / "resumed") == _read(tmp_path / "straight")
+
+
+class CrashAtStep(Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError("simulated kill")
+
+
+def test_fit_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, fixture_dir):
+    """16 training pairs in batches of 2: 8 steps an epoch. Killed at step 5 (mid-epoch, after the checkpoint of
+    step 4), resumed with ``--ckpt_path last``: step 12 has the weights of a run never stopped (dropout included)."""
+    import torch
+
+    every_2 = tmp_path / "every2.yaml"  # the base preset's periodic checkpoint, every 2 steps instead of 50
+    every_2.write_text("trainer:\n  callbacks:\n    - class_path: lightning.pytorch.callbacks.ModelCheckpoint\n"
+                       "      init_args: {every_n_train_steps: 2, save_top_k: 1, filename: 'latest-{step}'}\n")
+
+    def args(root: Path) -> list[str]:
+        return ["--config", str(CONFIG_DIR / "default.yaml"), "--config", str(every_2),
+                "--model.model_name_or_path", "tiny-gpt2", "--model.adapter", "null", "--model.finetune", "full",
+                "--model.learning_rate", "1e-3", "--data.init_args.data_dir", str(fixture_dir),
+                "--data.init_args.max_train_samples", "16", "--data.init_args.batch_size", "2",
+                "--trainer.max_steps", "12", "--trainer.max_epochs", "3", "--trainer.limit_val_batches", "1",
+                "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+                "--trainer.logger.init_args.save_dir", str(root), "--trainer.default_root_dir", str(root)]
+
+    def final(root: Path) -> dict:
+        ckpts = list(root.rglob("latest-step=12.ckpt"))
+        assert len(ckpts) == 1, list(root.rglob("*.ckpt"))
+        return torch.load(ckpts[0], weights_only=False)["state_dict"]
+
+    cli_main(["fit", *args(tmp_path / "straight")])
+    cli = cli_main(args(tmp_path / "killed"), run=False)
+    cli.trainer.callbacks.append(CrashAtStep(5))
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert [p.name for p in (tmp_path / "killed").rglob("latest-*.ckpt")] == ["latest-step=4.ckpt"]
+    cli_main(["fit", *args(tmp_path / "killed"), "--ckpt_path", "last"])
+    assert sorted(p.name for p in (tmp_path / "killed").iterdir()) == ["default"]
+    assert [p.name for p in (tmp_path / "killed" / "default").iterdir()] == ["version_0"]  # one run folder
+    straight, resumed = final(tmp_path / "straight"), final(tmp_path / "killed")
+    assert straight.keys() == resumed.keys()
+    for k in straight:
+        assert torch.equal(straight[k], resumed[k]), k

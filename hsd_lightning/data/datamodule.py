@@ -15,6 +15,7 @@ import datasets
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..models.loading import load_tokenizer
 from .readers import SPECS, WHERE_TO_GET, group_by_source, read_hub_pairs, read_pairs
@@ -176,12 +177,15 @@ class TextGenDataModule(L.LightningDataModule):
                 "references": [it["references"] for it in items]}
 
     # ---- loaders -----------------------------------------------------------------------------------------------
-    def _loader(self, ds, batch_size, collate, shuffle=False):
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+    def _loader(self, ds, batch_size, collate, shuffle=False, cls=DataLoader):
+        return cls(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                   num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self):
-        return self._loader(self.dataset_for("train", "train"), self.hparams.batch_size, self.collate_train, True)
+        # stateful: Lightning saves its position in checkpoints, so a fit resumed mid-epoch sees the batches the
+        # uninterrupted run would have seen (a plain DataLoader restarts the epoch)
+        return self._loader(self.dataset_for("train", "train"), self.hparams.batch_size, self.collate_train, True,
+                            cls=StatefulDataLoader)
 
     def val_dataloader(self):
         return self._loader(self.dataset_for("validation", "train"), self.hparams.eval_batch_size, self.collate_train)

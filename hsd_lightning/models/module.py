@@ -11,6 +11,7 @@ import torch
 
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
+from ..training.resume import rng_state, set_rng_state
 from .loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class CausalLMModule(L.LightningModule):
         self.plans = _build_mixture(train_plans, self.t_max) if train_plans else None
         self.trained_t_max: int | None = None  # t_max a loaded skip-aware checkpoint was trained for
         self._t_max_warned: tuple | None = None
+        self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed (see training/resume.py)
         self.training_kind = "zero-shot"  # of the weights decoded: zero-shot | FT | skip-aware FT (set on load)
         self.model = load_model(model_name_or_path, dtype=dtype).train()  # Lightning switches to eval for predict
         self.tokenizer = load_tokenizer(model_name_or_path)
@@ -159,15 +161,25 @@ class CausalLMModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
         warm = max(1, self.hparams.warmup_steps)
-        total = getattr(self.trainer, "estimated_stepping_batches", None) if self._trainer is not None else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_start(self):
+        # here, not in configure_optimizers: estimated_stepping_batches builds the train loader, and built before
+        # the checkpoint is restored, Lightning would not give it its saved position (a resumed run restarts the epoch)
+        total, warm = self.trainer.estimated_stepping_batches, self.hparams.warmup_steps
         if isinstance(total, (int, float)) and 0 < total < warm:
             log.warning("warmup_steps=%d exceeds this run's %d optimizer steps: the learning rate never reaches "
                         "learning_rate=%g; set model.warmup_steps below %d", warm, total,
                         self.hparams.learning_rate, total)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._rng_to_restore is not None:  # a resumed fit: dropout continues as if never stopped
+            set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def on_save_checkpoint(self, checkpoint):
+        checkpoint["rng"] = rng_state()
         checkpoint["decoder"] = {"name": self.decoder.name, **self.decoder.settings()}
         if self.plans is not None:
             checkpoint["skip_aware"] = {"plans": self.hparams.train_plans, "t_max": self.t_max}
@@ -191,6 +203,7 @@ class CausalLMModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def on_load_checkpoint(self, checkpoint):
+        self._rng_to_restore = checkpoint.get("rng")
         saved = checkpoint.get("decoder")
         if saved and getattr(self, "_decoder_from_cli", False) is False:
             self.decoder = build_decoder(**saved)

@@ -1,0 +1,72 @@
+"""Runs that survive: ``fit --ckpt_path last`` finds the run it continues, and a resumed run continues exactly.
+
+Lightning restores weights, optimizer, scheduler and loop counters, and the batch order through a stateful training
+loader (``torchdata``'s ``StatefulDataLoader``, see ``data/datamodule.py``). Two pieces it leaves to us:
+- ``--ckpt_path last`` looks for ``last.ckpt`` in the *new* run's folder (a logger starts a new ``version_N`` per run),
+  so it would never find the killed run's checkpoint; :func:`resolve_last` looks through the earlier versions and
+  points the logger back at the version it resumes, so logs and checkpoints stay in one folder;
+- random number generators (dropout) are not in the checkpoint; :func:`rng_state` / :func:`set_rng_state` carry them
+  (applied by the module at the first training batch after a restore, once the loaders have been set up).
+"""
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+# last.ckpt (written at each validation) and latest-step=N.ckpt (every N steps, presets/base.yaml)
+LAST_NAMES = re.compile(r"(last|latest-step=\d+)(-v\d+)?")
+
+
+def find_last_checkpoint(save_dir: str, name: str) -> tuple[Path, str] | None:
+    """The newest last/latest checkpoint under ``<save_dir>/<name>/<version>/checkpoints``, with its version folder
+    name."""
+    found = [p for p in Path(save_dir, name).glob("*/checkpoints/*.ckpt") if LAST_NAMES.fullmatch(p.stem)]
+    if not found:
+        return None
+    path = max(found, key=lambda p: p.stat().st_mtime)
+    return path, path.parent.parent.name
+
+
+def resolve_last(config) -> str | None:
+    """For ``fit --ckpt_path last``: rewrite ``config.ckpt_path`` to the newest last checkpoint of this logger's run
+    name and set the logger's version to that run's folder. Returns a line saying what was chosen (or None when the
+    config does not ask for ``last``)."""
+    if config.get("ckpt_path") != "last":
+        return None
+    logger = config.trainer.get("logger")
+    args = getattr(logger, "init_args", None)
+    if args is None or "save_dir" not in args:
+        return None  # no logger folder to look through: Lightning's own lookup applies
+    name = args.get("name") or "lightning_logs"
+    hit = find_last_checkpoint(args.save_dir, name)
+    if hit is None:
+        return (f"fit --ckpt_path last: no last checkpoint under {Path(args.save_dir, name)}; "
+                "starting from the first step")
+    path, version = hit
+    config.ckpt_path = str(path)
+    args.version = int(version.split("_", 1)[1]) if re.fullmatch(r"version_\d+", version) else version
+    return f"fit --ckpt_path last: resuming {path} (logs continue in {path.parent.parent})"
+
+
+def rng_state() -> dict:
+    """Tensors and plain Python values only: Lightning loads checkpoints with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
