@@ -36,8 +36,7 @@ class HSDCLI(LightningCLI):
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         decoder = cfg.get("decoder")
         if decoder is not None:
-            self.model.decoder = decoder
-            self.model._decoder_from_cli = True
+            self.model.use_decoder(decoder)
 
 
 def _rewrite_decoder_names(args: list[str]) -> list[str]:
@@ -58,7 +57,8 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     args = list(sys.argv[1:] if args is None else args)
     args = _rewrite_decoder_names(args)
     # the embedded default: no --config given -> configs/default.yaml (SmolLM2-135M on E2E, CPU-sized)
-    if args and args[0] in SUBCOMMANDS and not any(a == "--config" or a.startswith("--config=") for a in args) \
+    # ``-c`` is ``--config``: a config given either way replaces the default, it is not layered over it
+    if args and args[0] in SUBCOMMANDS and not any(a in ("--config", "-c") or a.startswith("--config=") for a in args) \
             and not any(a in ("-h", "--help") for a in args):
         args = [args[0], "--config", str(DEFAULT_CONFIG)] + args[1:]
     # the CLI reads the (rewritten) arguments from sys.argv, not from ``args=``: Lightning's DDP launcher starts the

@@ -117,6 +117,13 @@ class TextGenDataModule(L.LightningDataModule):
         self.num_truncated[split] = self.num_truncated.get(split, 0) + sum(len(s) > m for s in src)
         return [pre + s[:m] + suf for s in src]
 
+    def max_prompt_tokens(self) -> int:
+        """The longest prompt a batch can hold: the template's tokens plus ``max_source_tokens``."""
+        prefix, suffix = self.template.split("{source}", 1)
+        tok = self.tokenizer
+        return sum(len(tok(x, add_special_tokens=False)["input_ids"]) for x in (prefix, suffix) if x) \
+            + self.hparams.max_source_tokens
+
     def _train_features(self, batch: dict, split: str) -> dict:
         tok = self.tokenizer
         prompts = self._prompt_ids(batch["source"], split)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ WHERE_TO_GET = ("the hsd-lightning data folder (see its README), or pass data.al
                 "there to load the same task from the Hugging Face hub")
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than tab/newline/CR
+
+
 def _rows(path: Path, fmt: str) -> Iterator[dict | None]:
     with path.open(encoding="utf-8", newline="") as f:
         if fmt == "csv":
@@ -76,28 +80,63 @@ def _rows(path: Path, fmt: str) -> Iterator[dict | None]:
                 yield row if isinstance(row, dict) else None
 
 
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> ValueError:
+    raw = path.read_bytes()
+    line = raw[: err.start].count(b"\n") + 1
+    bad = raw[err.start: err.start + 1].hex()
+    return ValueError(f"{path}: line {line} is not valid UTF-8 (byte 0x{bad}); re-save the file as UTF-8 "
+                      "(e.g. iconv -f latin1 -t utf-8)")
+
+
+def _clean(text: str) -> tuple[str, bool]:
+    cleaned = CONTROL.sub(" ", text)
+    return cleaned, cleaned != text
+
+
 def read_pairs(spec: DatasetSpec, data_dir: str | Path, split: str) -> list[tuple[str, str]]:
-    """(source, target) pairs of one split from the local files; malformed rows skipped and counted."""
+    """(source, target) pairs of one split from the local files. Rows that cannot be used are skipped and reported
+    in one warning per file, by reason with their row numbers; control characters are replaced by spaces."""
     path = Path(data_dir).expanduser() / spec.folder / spec.files[split]
     if not path.exists():
         raise FileNotFoundError(f"{spec.name}: {path} not found; get it from {WHERE_TO_GET}")
-    pairs, bad = [], 0
-    for row in _rows(path, spec.fmt):
-        if row is None or spec.source not in row or spec.target not in row:
-            bad += 1
-            continue
-        src = spec.source_fn(row[spec.source]).strip() if row[spec.source] is not None else ""
-        targets = row[spec.target] if spec.multi_target else [row[spec.target]]
-        if not isinstance(targets, list):
-            bad += 1
-            continue
-        good = [str(t).strip() for t in targets if t is not None and str(t).strip()]
-        if not src or not good:
-            bad += 1
-            continue
-        pairs.extend((src, t) for t in good)
-    if bad:
-        warnings.warn(f"{spec.name}/{path.name}: skipped {bad} malformed rows (empty field, bad JSON or missing column)")
+    pairs: list[tuple[str, str]] = []
+    skipped: dict[str, list[int]] = {}
+    controls: list[int] = []
+    try:
+        for n, row in enumerate(_rows(path, spec.fmt), start=1):
+            if row is None:
+                skipped.setdefault("not a JSON object", []).append(n)
+                continue
+            if spec.source not in row or spec.target not in row:
+                skipped.setdefault(f"no {spec.source!r} or {spec.target!r} field", []).append(n)
+                continue
+            src = spec.source_fn(row[spec.source]).strip() if row[spec.source] is not None else ""
+            targets = row[spec.target] if spec.multi_target else [row[spec.target]]
+            if not isinstance(targets, list):
+                skipped.setdefault(f"{spec.target!r} is not a list", []).append(n)
+                continue
+            good = [str(t).strip() for t in targets if t is not None and str(t).strip()]
+            if not src:
+                skipped.setdefault("an empty source", []).append(n)
+                continue
+            if not good:
+                skipped.setdefault("an empty reference", []).append(n)
+                continue
+            src, c1 = _clean(src)
+            cleaned = [_clean(t) for t in good]
+            if c1 or any(c for _, c in cleaned):
+                controls.append(n)
+            pairs.extend((src, t) for t, _ in cleaned)
+    except UnicodeDecodeError as err:
+        raise _not_utf8(path, err) from None
+    if skipped:
+        total = sum(len(v) for v in skipped.values())
+        why = "; ".join(f"{len(v)} with {k} (row{'s' if len(v) > 1 else ''} {', '.join(map(str, v[:5]))}"
+                        f"{', ...' if len(v) > 5 else ''})" for k, v in skipped.items())
+        warnings.warn(f"{spec.name}/{path.name}: skipped {total} malformed rows: {why}; fix or remove them in the file")
+    if controls:
+        warnings.warn(f"{spec.name}/{path.name}: replaced control characters by spaces in {len(controls)} rows "
+                      f"(first: row {controls[0]})")
     return pairs
 
 

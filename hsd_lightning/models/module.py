@@ -1,6 +1,7 @@
 """One LightningModule for any transformers causal LM: fine-tuning (full or LoRA) and decoding with a skip decoder."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -70,8 +71,13 @@ class CausalLMModule(L.LightningModule):
             raise ValueError(f"distill_weight={distill_weight!r} must lie in [0, 1] (0 = labels only, 1 = teacher only)")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
+        if not isinstance(num_beams, int) or num_beams < 1:
+            raise ValueError(f"num_beams={num_beams!r} must be an integer >= 1 (1 = greedy)")
         self.save_hyperparameters(ignore=["decoder"])
         self.decoder = decoder or Vanilla()
+        # a decoder given in the config (model.decoder) or on the command line (--decoder, see use_decoder) wins
+        # over the one saved in a checkpoint; with none given, predict decodes with the checkpoint's decoder
+        self.decoder_pinned = decoder is not None
         self.plans = _build_mixture(train_plans, self.t_max) if train_plans else None
         self.trained_t_max: int | None = None  # t_max a loaded skip-aware checkpoint was trained for
         self._t_max_warned: tuple | None = None
@@ -93,7 +99,12 @@ class CausalLMModule(L.LightningModule):
         from .adapters import read_record, resolve_adapter
 
         folder = resolve_adapter(adapter)
-        model = PeftModel.from_pretrained(model, folder, is_trainable=True)
+        try:
+            model = PeftModel.from_pretrained(model, folder, is_trainable=True)
+        except ValueError as err:  # peft: the adapter's target modules do not exist in this model
+            raise ValueError(f"adapter {adapter!r} does not fit model {self.hparams.model_name_or_path!r} "
+                             f"({type(model).__name__}): {str(err).splitlines()[0]}; use the model it was trained on "
+                             "or --model.adapter null") from None
         record = read_record(folder)
         self.trained_t_max = record.get("t_max")
         self.training_kind = "skip-aware FT" if record.get("skip_aware") else "FT"
@@ -112,6 +123,10 @@ class CausalLMModule(L.LightningModule):
         cfg = LoraConfig(r=self.hparams.lora_r, lora_alpha=self.hparams.lora_alpha,
                          lora_dropout=self.hparams.lora_dropout, target_modules=targets, task_type="CAUSAL_LM")
         return get_peft_model(model, cfg)
+
+    def use_decoder(self, decoder: Decoder) -> None:
+        """Decode with ``decoder`` from now on, whatever a checkpoint loaded later says (``--decoder``)."""
+        self.decoder, self.decoder_pinned = decoder, True
 
     @property
     def t_max(self) -> int:
@@ -139,11 +154,14 @@ class CausalLMModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         rows = batch["input_ids"].shape[0]
-        if self.plans is None:
-            loss = self.model(**batch).loss
-        else:
-            rng = random.Random(hash((self.hparams.plan_seed, self.global_step, self.global_rank)))
-            loss = self.plan_loss(batch, self.plans.draw(rows, rng))
+        with _out_of_memory_hint(f"training on a batch of {rows} x {batch['input_ids'].shape[1]} tokens",
+                                 "data.init_args.batch_size", rows,
+                                 " (and trainer.accumulate_grad_batches to keep the effective batch)"):
+            if self.plans is None:
+                loss = self.model(**batch).loss
+            else:
+                rng = random.Random(hash((self.hparams.plan_seed, self.global_step, self.global_rank)))
+                loss = self.plan_loss(batch, self.plans.draw(rows, rng))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=rows)
         return loss
 
@@ -200,15 +218,43 @@ class CausalLMModule(L.LightningModule):
                     f"(e.g. {missing[:2]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:2]}); load it with "
                     "the finetune, lora_r and lora_target_modules it was trained with")
             return super().load_state_dict(state_dict, strict=False, assign=assign)
-        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except RuntimeError as err:  # torch lists every key; one line says what is wrong and what to do
+            mine = self.state_dict()
+            missing = [k for k in mine if k not in state_dict]
+            shapes = [k for k in mine if k in state_dict and state_dict[k].shape != mine[k].shape]
+            lora = [k for k in state_dict if "lora_" in k]
+            hint = ("it holds LoRA weights: load it with --model.finetune lora" if lora else
+                    f"load it with the model it was trained from (not {self.hparams.model_name_or_path!r})")
+            raise ValueError(f"checkpoint does not fit this model: {len(missing)} weights missing "
+                             f"(e.g. {missing[:1]}), {len(shapes)} of another shape (e.g. {shapes[:1]}); {hint}") from err
 
     def on_load_checkpoint(self, checkpoint):
         self._rng_to_restore = checkpoint.get("rng")
         saved = checkpoint.get("decoder")
-        if saved and getattr(self, "_decoder_from_cli", False) is False:
+        if saved and not self.decoder_pinned:
             self.decoder = build_decoder(**saved)
         self.trained_t_max = (checkpoint.get("skip_aware") or {}).get("t_max")
         self.training_kind = "skip-aware FT" if checkpoint.get("skip_aware") else "FT"
+
+    def setup(self, stage):
+        """Fail before any work when the decoder does not fit the model's depth, or prompts (plus generated tokens)
+        do not fit its context."""
+        if stage in ("predict", "test"):
+            self.decoder.check_depth(self.model.config.num_hidden_layers)
+        ctx = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions",
+                                                                                     None)
+        longest = getattr(self.trainer.datamodule, "max_prompt_tokens", lambda: None)() if self._trainer else None
+        if not ctx or longest is None:
+            return
+        new = self.hparams.max_new_tokens if stage in ("predict", "test") else 1
+        if longest + new > ctx:
+            raise ValueError(f"prompts of up to {longest} tokens (data.max_source_tokens="
+                             f"{self.trainer.datamodule.hparams.max_source_tokens} + template)"
+                             f"{f' + max_new_tokens={new}' if new > 1 else ''} exceed the model's context of {ctx} "
+                             f"tokens; set data.init_args.max_source_tokens to at most "
+                             f"{self.trainer.datamodule.hparams.max_source_tokens - (longest + new - ctx)}")
 
     def on_predict_start(self):
         self.check_t_max()
@@ -235,9 +281,14 @@ class CausalLMModule(L.LightningModule):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
-                                    max_new_tokens=self.hparams.max_new_tokens, num_beams=self.hparams.num_beams,
-                                    t_max=self.t_max, **gen)
+        rows = batch["input_ids"].shape[0]
+        with _out_of_memory_hint(f"decoding a batch of {rows} inputs x {self.hparams.num_beams} beams",
+                                 "data.init_args.eval_batch_size", rows,
+                                 "; the predictions written so far are kept and a rerun into the same output_dir "
+                                 "resumes after them"):
+            out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
+                                        max_new_tokens=self.hparams.max_new_tokens, num_beams=self.hparams.num_beams,
+                                        t_max=self.t_max, **gen)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -258,6 +309,19 @@ class CausalLMModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self.predict_step(batch, batch_idx)
+
+
+@contextlib.contextmanager
+def _out_of_memory_hint(what: str, setting: str, now: int, more: str = ""):
+    """Out of memory (GPU, or CPU allocation) becomes one line that names the batch and the setting to lower."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) \
+                and "can't allocate memory" not in str(err) and "out of memory" not in str(err):
+            raise
+        raise MemoryError(f"out of memory {what}; set --{setting} below {now} (e.g. {max(1, now // 2)}){more}") \
+            from err
 
 
 def _build_mixture(train_plans: list[dict[str, Any]], t_max: int) -> PlanMixture:
