@@ -5,28 +5,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import tiny_model
 from transformers import DynamicCache
 
 from hsd_lightning.benchmark import speed
 from hsd_lightning.benchmark.flops import calm_ideal_speedup, ideal_speedup, step_flops
-from hsd_lightning.decoding import build_decoder, model_parts
+from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.loading import load_model
 
 KW = dict(max_new_tokens=5, min_new_tokens=5, do_sample=False, eos_token_id=None, pad_token_id=0)
 
 
-def _model(name, sharp=False):
-    m = load_model(name, tiny_overrides=dict(initializer_range=0.1)).eval()
-    if sharp:  # CALM exits at varied layers
-        with torch.no_grad():
-            model_parts(m).final_norm.weight.mul_(12)
-    return m
-
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-phi", "tiny-llama"])
 @pytest.mark.parametrize("beams", [1, 3])
 def test_continuing_a_prefilled_cache_equals_a_fresh_run(name, beams):
-    m = _model(name, sharp=True)
+    m = tiny_model(name, sharp=True)
     ids = torch.randint(5, 200, (3, 9), generator=torch.Generator().manual_seed(1))
     template, secs = speed.prefill(m, ids.repeat_interleave(beams, 0))
     assert secs > 0 and template.get_seq_length() == 8
@@ -42,7 +36,7 @@ def test_continuing_a_prefilled_cache_equals_a_fresh_run(name, beams):
 
 
 def test_bad_caches_are_named():
-    m = _model("tiny-llama")
+    m = tiny_model("tiny-llama")
     ids = torch.randint(5, 200, (2, 6))
     dec = build_decoder("vanilla")
     full, _ = speed.prefill(m, torch.cat([ids, ids[:, :1]], 1))  # holds all 6 prompt tokens
@@ -73,7 +67,7 @@ def test_flop_model_counts_gpt2_shapes():
 
 
 def test_bench_cell_rows_and_summary():
-    m = _model("tiny-llama")
+    m = tiny_model("tiny-llama")
     decs = [build_decoder("vanilla"), build_decoder("skipdecode", e_min=1, e_max=2), build_decoder("calm", d=0.1)]
     rows = speed.bench_cell(m, batch=2, beams=2, prompt="short", new_tokens=4, reps=1, decoders=decs, prefill_reps=1)
     assert [r["decoder"] for r in rows] == ["hf_generate", "vanilla", "skipdecode(min=1,max=2)", "calm(d=0.1)"]
@@ -118,7 +112,7 @@ def test_memory_probe_sees_an_allocation():
 
 
 def test_copy_cache_is_independent():
-    m = _model("tiny-llama")
+    m = tiny_model("tiny-llama")
     template, _ = speed.prefill(m, torch.randint(5, 200, (1, 5)))
     c = speed.copy_cache(template, m.config)
     assert isinstance(c, DynamicCache) and speed.kv_bytes(c) == speed.kv_bytes(template)

@@ -114,3 +114,33 @@ def test_packaged_e2e_sample_is_used_without_a_data_folder(tmp_path, caplog):
     assert len(E2EDataModule(data_dir=str(tmp_path / "nowhere")).dataset_for("test", "generate")) == 50
     with pytest.raises(FileNotFoundError, match="e2e: data folder .* not found; set data.data_dir"):  # no train sample
         E2EDataModule(data_dir=str(tmp_path / "nowhere")).dataset_for("train", "train")
+
+
+@pytest.mark.parametrize("name,rows,split,expect", [
+    # E2E: one row per reference; rows sharing an MR stay one multi-reference input
+    ("e2e", [{"meaning_representation": "name[A]", "human_reference": "A is."},
+             {"meaning_representation": "name[A]", "human_reference": "There is A."}], "test",
+     ("e2e_nlg", "test", [("name[A]", ["A is.", "There is A."])])),
+    # CommonGen: concept lists joined as the local files' concept sets; hub test has no targets -> validation
+    ("commongen", [{"concepts": ["dog", "ball"], "target": "A dog and a ball."},
+                   {"concepts": ["dog", "ball"], "target": "The dog chases a ball."}], "test",
+     ("allenai/common_gen", "validation", [("dog, ball", ["A dog and a ball.", "The dog chases a ball."])])),
+    # HealthCareMagic: the hub has only `train`, so the last 1 % is the test split
+    ("healthcaremagic", [{"instruction": "If you are a doctor...", "input": "My knee hurts.", "output": "Rest it."}],
+     "test", ("lavita/ChatDoctor-HealthCareMagic-100k", "train[99%:]", [("My knee hurts.", ["Rest it."])])),
+])
+def test_hub_fallback_reads_fitting_splits_and_fields(monkeypatch, tmp_path, name, rows, split, expect):
+    import datasets
+
+    calls = []
+
+    def fake_load(hub_id, config=None, split=None):  # no network here: the loader is stubbed
+        calls.append((hub_id, split))
+        return rows
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    dm = DATAMODULES[name](data_dir=str(tmp_path / "none"), allow_hub=True)
+    ds = dm.dataset_for(split, "generate")
+    hub_id, hub_split, groups = expect
+    assert calls == [(hub_id, hub_split)] and dm.source_used == f"hub {hub_id}"
+    assert [(s, r) for s, r in zip(ds["source"], ds["references"])] == groups

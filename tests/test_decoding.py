@@ -4,22 +4,15 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from hsd_lightning.decoding import build_decoder, model_parts
 from hsd_lightning.decoding.reference import reference_greedy
 from hsd_lightning.decoding.schedules import hierarchical_layers, skipdecode_budget
-from hsd_lightning.models.loading import load_model
 
 ARCHS = ["tiny-gpt2", "tiny-phi", "tiny-llama"]
 PROMPTS = ["The restaurant serves", "name[Aromi], eatType[coffee shop], food[Chinese] and more words", "a"]
 
-
-def model_for(name, sharp=False):
-    m = load_model(name, tiny_overrides=dict(initializer_range=0.1))
-    if sharp:  # peaked next-token distributions so CALM's confidence crosses its thresholds at varied layers
-        with torch.no_grad():
-            model_parts(m).final_norm.weight.mul_(12)
-    return m
 
 
 @pytest.fixture(scope="module", params=ARCHS)
@@ -71,7 +64,7 @@ def test_mean_layers_match_paper_avg_layer_column(name, kw, paper):
 # ---- equality with transformers' generate -------------------------------------------------------------------------
 @pytest.mark.parametrize("num_beams", [1, 4])
 def test_vanilla_is_token_identical_to_generate(arch, batch, num_beams):
-    m = model_for(arch)
+    m = tiny_model(arch)
     ref = m.generate(**batch, max_new_tokens=12, num_beams=num_beams, do_sample=False)
     out = build_decoder("vanilla").generate(m, batch["input_ids"], attention_mask=batch["attention_mask"],
                                             max_new_tokens=12, num_beams=num_beams)
@@ -82,7 +75,7 @@ def test_vanilla_is_token_identical_to_generate(arch, batch, num_beams):
 # ---- equality with the cache-free reference ----------------------------------------------------------------------
 @pytest.mark.parametrize("name,kw", SKIPPERS + [("calm", dict(d=0.1)), ("calm", dict(d=0.25))])
 def test_decoder_matches_cache_free_reference(arch, batch, name, kw):
-    m = model_for(arch, sharp=name == "calm")
+    m = tiny_model(arch, sharp=name == "calm")
     dec = build_decoder(name, **kw)
     out = dec.generate(m, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=10,
                        output_logits=True, eos_token_id=None)
@@ -97,7 +90,7 @@ def test_decoder_matches_cache_free_reference(arch, batch, name, kw):
 # ---- batching -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,kw", SKIPPERS + [("calm", dict(d=0.1))])
 def test_left_padded_batch_equals_each_prompt_alone(arch, tokenizer, batch, name, kw):
-    m = model_for(arch, sharp=name == "calm")
+    m = tiny_model(arch, sharp=name == "calm")
     dec = build_decoder(name, **kw)
     out = dec.generate(m, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=8,
                        eos_token_id=None)
@@ -110,7 +103,7 @@ def test_left_padded_batch_equals_each_prompt_alone(arch, tokenizer, batch, name
 
 
 def test_avg_layers_is_mean_of_scheduled_passes(batch):
-    m = model_for("tiny-llama", sharp=True)
+    m = tiny_model("tiny-llama", sharp=True)
     for dec in (build_decoder("hsd", s=1, e_min=0, e_max=3), build_decoder("calm", d=0.1)):
         out = dec.generate(m, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=9)
         lpt = out.layers_per_token
@@ -120,7 +113,7 @@ def test_avg_layers_is_mean_of_scheduled_passes(batch):
 
 
 def test_layers_are_zero_after_eos(batch):
-    m = model_for("tiny-gpt2")
+    m = tiny_model("tiny-gpt2")
     dec = build_decoder("hsd", s=1, e_min=0, e_max=3)
     free = dec.generate(m, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=8,
                         eos_token_id=None)
@@ -134,7 +127,7 @@ def test_layers_are_zero_after_eos(batch):
 # ---- beams and sampling --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,kw", SKIPPERS + [("calm", dict(d=0.1))])
 def test_beam_search_and_sampling_run_and_stop(arch, batch, name, kw):
-    m = model_for(arch, sharp=True)
+    m = tiny_model(arch, sharp=True)
     dec = build_decoder(name, **kw)
     L = m.config.num_hidden_layers
     beams = dec.generate(m, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=7,
@@ -151,7 +144,7 @@ def test_beam_search_and_sampling_run_and_stop(arch, batch, name, kw):
 
 def test_skip_decoder_beam_search_matches_generate_with_same_plan_when_nothing_skipped(batch):
     # e_max = L keeps every layer for t=1.. only if n(t) >= L-1: with e_min=e_max=L the skip machinery is a no-op
-    m = model_for("tiny-llama")
+    m = tiny_model("tiny-llama")
     L = m.config.num_hidden_layers
     ref = m.generate(**batch, max_new_tokens=8, num_beams=4, do_sample=False)
     out = build_decoder("skipdecode", e_min=L, e_max=L).generate(
@@ -164,7 +157,7 @@ def test_lora_wrapped_model_decodes_like_its_merged_copy(batch):
     import copy
 
     from peft import LoraConfig, get_peft_model
-    m = model_for("tiny-llama")
+    m = tiny_model("tiny-llama")
     peft_model = get_peft_model(m, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                               init_lora_weights=False))
     peft_model.eval()
@@ -177,7 +170,7 @@ def test_lora_wrapped_model_decodes_like_its_merged_copy(batch):
 
 # ---- KV cache ------------------------------------------------------------------------------------------------------
 def test_layers_that_never_run_do_not_grow_their_cache(batch):
-    m = model_for("tiny-llama")
+    m = tiny_model("tiny-llama")
     dec = build_decoder("skipdecode", e_min=1, e_max=2)  # layers 1..3 never run after the prompt
     out = dec.generate(m, batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=6,
                        eos_token_id=None)
@@ -196,8 +189,9 @@ def test_layers_that_never_run_do_not_grow_their_cache(batch):
 def test_deferred_beam_reorders_equal_eager_ones(batch, monkeypatch, name, kw):
     """SkipCache defers beam reorders of layers that do not run; tokens and the final cache must not change."""
     from transformers import DynamicCache
+
     from hsd_lightning.decoding.runtime import SkipCache
-    m = model_for("tiny-llama", sharp=name == "calm")
+    m = tiny_model("tiny-llama", sharp=name == "calm")
     args = dict(attention_mask=batch["attention_mask"], max_new_tokens=7, min_new_tokens=7, num_beams=3,
                 eos_token_id=None)
     dec = build_decoder(name, **kw)
@@ -210,7 +204,7 @@ def test_deferred_beam_reorders_equal_eager_ones(batch, monkeypatch, name, kw):
 
 
 def test_executed_layers_is_the_deepest_row_per_step(batch):
-    m = model_for("tiny-llama", sharp=True)
+    m = tiny_model("tiny-llama", sharp=True)
     args = dict(attention_mask=batch["attention_mask"], max_new_tokens=6, min_new_tokens=6, eos_token_id=None)
     calm = build_decoder("calm", d=0.1).generate(m, batch["input_ids"], **args)
     deepest = calm.layers_per_token[:, 1:].max(dim=0).values.float().mean()
@@ -232,7 +226,7 @@ def test_bad_settings_fail_before_compute(name, kw, msg):
 
 
 def test_depth_and_beam_errors(batch):
-    m = model_for("tiny-gpt2")
+    m = tiny_model("tiny-gpt2")
     with pytest.raises(ValueError, match="e_max=12 exceeds the model's 6 layers"):
         build_decoder("hsd", s=1, e_min=0, e_max=12).generate(m, batch["input_ids"], max_new_tokens=2)
     with pytest.raises(ValueError, match="num_beams=0"):

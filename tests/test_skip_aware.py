@@ -3,11 +3,11 @@ import logging
 
 import pytest
 import torch
+from helpers import tiny_model
 
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.decoding.plans import PlanMixture, first_target_index, planned, position_plans
 from hsd_lightning.decoding.reference import reference_greedy
-from hsd_lightning.models.loading import load_model
 from hsd_lightning.models.module import CausalLMModule
 
 ARCHS = ["tiny-gpt2", "tiny-phi", "tiny-llama"]
@@ -17,9 +17,6 @@ PLANS = [build_decoder("hsd", s=1, e_min=0, e_max=3), build_decoder("skipdecode"
 NEW = 9
 T_MAX = 7  # shorter than NEW: steps past t_max keep the plan of t_max
 
-
-def _model(name):
-    return load_model(name, tiny_overrides=dict(initializer_range=0.1))
 
 
 def _train_batch(tokenizer, prompts, continuations):
@@ -53,7 +50,7 @@ def test_position_plans_follow_the_decoding_steps():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_training_forward_under_a_plan_equals_the_cache_free_reference(arch, tokenizer):
     """Each row follows another plan (a mixture batch); its logits equal the reference decoder's, step by step."""
-    m = _model(arch)
+    m = tiny_model(arch)
     L = m.config.num_hidden_layers
     refs = []
     for p, dec in zip(PROMPTS, PLANS):
@@ -75,7 +72,7 @@ def test_training_forward_under_a_plan_equals_the_cache_free_reference(arch, tok
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("dec", PLANS[:3], ids=lambda d: d.describe())
 def test_per_token_loss_equals_decode_time_log_probability(arch, dec, tokenizer):
-    m = _model(arch)
+    m = tiny_model(arch)
     mod = CausalLMModule(arch, max_new_tokens=NEW, t_max=T_MAX, train_plans=[{"name": dec.name, **dec.settings()}])
     mod.model = m
     ids = tokenizer(PROMPTS[1], return_tensors="pt")["input_ids"]
@@ -135,7 +132,7 @@ def test_plan_argmax_reproduces_each_decoders_own_greedy_tokens(arch, tokenizer)
     """Teacher-forced on a decoder's own greedy output (a left-padded batch), its plan's argmax is that output."""
     from hsd_lightning.evaluation.agreement import agreement_counts, plan_argmax
 
-    m = _model(arch)
+    m = tiny_model(arch)
     enc = tokenizer(PROMPTS, return_tensors="pt", padding=True)
     prompts = [tokenizer(p)["input_ids"] for p in PROMPTS]
     for dec in PLANS:

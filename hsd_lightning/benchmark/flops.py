@@ -1,6 +1,8 @@
 """FLOP model of one decoding step, from the model's shapes, for the *ideal* speed-up of skipping layers."""
 from __future__ import annotations
 
+from ..models.families import family
+
 
 def step_flops(config, context: int) -> tuple[float, float]:
     """(c_layer, c_head): FLOPs of one decoder layer and of the LM head for one token at a given context length.
@@ -14,7 +16,7 @@ def step_flops(config, context: int) -> tuple[float, float]:
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or d // heads
     ffn = getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * d
-    gated = cfg.model_type in ("llama", "mistral", "qwen2", "qwen3", "gemma", "phi3", "olmo2", "granite")
+    gated = family(cfg.model_type).gated_mlp
     q, kv = heads * head_dim, kv_heads * head_dim
     proj = 2 * d * (q + 2 * kv) + 2 * q * d
     attn = 2 * 2 * context * q

@@ -37,10 +37,9 @@ from pathlib import Path
 import torch
 from transformers import DynamicCache
 
-from ..decoding import build_decoder
+from ..decoding import build_paper_decoder
 from ..decoding.families import model_parts
 from ..decoding.runtime import kv_bytes
-from ..decoding.schedules import scale_exit
 from ..models.loading import load_model
 from .flops import calm_ideal_speedup, ideal_speedup
 
@@ -286,8 +285,7 @@ def main(argv=None):
     chosen = [(n, kw) for n, kw in DECODERS if args.decoders is None or n in args.decoders]
     if not chosen or chosen[0][0] != "vanilla":
         chosen = [("vanilla", {})] + chosen  # speed-ups are over our vanilla
-    decoders = [build_decoder(n, **{k: scale_exit(v, L) if k.startswith("e_") else v for k, v in kw.items()})
-                for n, kw in chosen]
+    decoders = [build_paper_decoder(n, kw, L) for n, kw in chosen]
     rows, skipped = [], []
     started = time.time()
     for prompt in args.prompts:

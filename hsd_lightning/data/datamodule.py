@@ -31,7 +31,8 @@ def default_data_dir() -> str:
 
 
 class TextGenDataModule(L.LightningDataModule):
-    """Base class. Subclasses set ``dataset`` (a key of ``readers.SPECS``), the prompt template and generation length.
+    """Base class. Subclasses set ``dataset`` (a key of ``readers.SPECS``) and the prompt template; the generation
+    length is the model's ``max_new_tokens``.
 
     Args:
         tokenizer: model name or path whose tokenizer to use (linked from ``model.model_name_or_path`` by the CLI).
@@ -46,7 +47,6 @@ class TextGenDataModule(L.LightningDataModule):
 
     dataset: str = ""
     default_template: str = "{source}"
-    default_max_new_tokens: int = 64
 
     def __init__(self, tokenizer: str = "tiny-gpt2", data_dir: str | None = None, prompt_template: str | None = None,
                  max_source_tokens: int = 512, batch_size: int = 8, eval_batch_size: int = 8, num_workers: int = 0,
@@ -215,31 +215,26 @@ class TextGenDataModule(L.LightningDataModule):
 class E2EDataModule(TextGenDataModule):
     dataset = "e2e"
     default_template = "Describe the restaurant from its attributes.\nAttributes: {source}\nDescription:"
-    default_max_new_tokens = 64
 
 
 class CommonGenDataModule(TextGenDataModule):
     dataset = "commongen"
     default_template = "Write one sentence that uses all of these concepts: {source}\nSentence:"
-    default_max_new_tokens = 32
 
 
 class CNNDMDataModule(TextGenDataModule):
     dataset = "cnn_dailymail"
     default_template = "Summarize the news article in a few sentences.\nArticle: {source}\nSummary:"
-    default_max_new_tokens = 128
 
 
 class XSumDataModule(TextGenDataModule):
     dataset = "xsum"
     default_template = "Summarize the news article in one sentence.\nArticle: {source}\nSummary:"
-    default_max_new_tokens = 64
 
 
 class HealthCareMagicDataModule(TextGenDataModule):
     dataset = "healthcaremagic"
     default_template = "Answer the patient as a doctor.\nPatient: {source}\nDoctor:"
-    default_max_new_tokens = 128
 
 
 DATAMODULES = {cls.dataset: cls for cls in (E2EDataModule, CommonGenDataModule, CNNDMDataModule, XSumDataModule,

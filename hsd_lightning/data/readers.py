@@ -27,9 +27,10 @@ class DatasetSpec:
     target: str  # field holding the reference(s)
     fmt: str  # "csv" or "jsonl"
     hub: tuple[str, str | None, dict[str, str]]  # (hub id, config, {split: hub split}) for the fallback
-    hub_fields: tuple[str, str]
+    hub_fields: tuple[str, str]  # (source, target) fields of the hub rows: one reference per row, grouped by source
     source_fn: Callable[[object], str] = str
     multi_target: bool = False  # target field is a list of references (CommonGen)
+    hub_source_fn: Callable[[object], str] = str  # hub source field -> source text as the local files write it
 
 
 def _concepts(cs: object) -> str:
@@ -37,14 +38,19 @@ def _concepts(cs: object) -> str:
     return ", ".join(c.rsplit("_", 1)[0] for c in str(cs).split("#") if c)
 
 
+def _concept_list(cs: object) -> str:
+    # the hub's ["field", "look", "stand"] -> "field, look, stand"
+    return ", ".join(str(c) for c in cs)
+
+
 SPECS: dict[str, DatasetSpec] = {
     "e2e": DatasetSpec("e2e", "e2e", {"train": "trainset.csv", "validation": "devset.csv", "test": "testset_w_refs.csv"},
-                       "mr", "ref", "csv", ("GEM/e2e_nlg", None, {}), ("meaning_representation", "target")),
+                       "mr", "ref", "csv", ("e2e_nlg", None, {}), ("meaning_representation", "human_reference")),
     "commongen": DatasetSpec("commongen", "commongen", {"train": "commongen.train.jsonl",
                                                         "validation": "commongen.dev.jsonl",
                                                         "test": "commongen.test.jsonl"},
                              "concept_set", "scene", "jsonl", ("allenai/common_gen", None, {"test": "validation"}),
-                             ("concepts", "target"), _concepts, True),
+                             ("concepts", "target"), _concepts, True, _concept_list),
     "cnn_dailymail": DatasetSpec("cnn_dailymail", "cnn_dailymail", {"train": "train.csv", "validation": "validation.csv",
                                                                     "test": "test.csv"},
                                  "article", "highlights", "csv", ("cnn_dailymail", "3.0.0", {}), ("article", "highlights")),
@@ -54,7 +60,10 @@ SPECS: dict[str, DatasetSpec] = {
     "healthcaremagic": DatasetSpec("healthcaremagic", "healthcaremagic",
                                    {"train": "train.jsonl", "validation": "eval_set.jsonl", "test": "val.jsonl"},
                                    "instruction", "response", "jsonl",
-                                   ("lavita/ChatDoctor-HealthCareMagic-100k", None, {}), ("input", "output")),
+                                   # the hub set has one split: its last 2 % become validation and test
+                                   ("lavita/ChatDoctor-HealthCareMagic-100k", None,
+                                    {"train": "train[:98%]", "validation": "train[98%:99%]", "test": "train[99%:]"}),
+                                   ("input", "output")),
 }
 
 WHERE_TO_GET = ("the hsd-lightning data folder (see its README), or pass data.allow_hub=true where the network is "
@@ -133,10 +142,11 @@ def read_pairs(spec: DatasetSpec, data_dir: str | Path, split: str) -> list[tupl
         total = sum(len(v) for v in skipped.values())
         why = "; ".join(f"{len(v)} with {k} (row{'s' if len(v) > 1 else ''} {', '.join(map(str, v[:5]))}"
                         f"{', ...' if len(v) > 5 else ''})" for k, v in skipped.items())
-        warnings.warn(f"{spec.name}/{path.name}: skipped {total} malformed rows: {why}; fix or remove them in the file")
+        warnings.warn(f"{spec.name}/{path.name}: skipped {total} malformed rows: {why}; fix or remove them in the file",
+                      stacklevel=2)
     if controls:
         warnings.warn(f"{spec.name}/{path.name}: replaced control characters by spaces in {len(controls)} rows "
-                      f"(first: row {controls[0]})")
+                      f"(first: row {controls[0]})", stacklevel=2)
     return pairs
 
 
@@ -148,12 +158,14 @@ def read_hub_pairs(spec: DatasetSpec, split: str) -> list[tuple[str, str]]:
     hub_split = split_map.get(split, split)
     ds = datasets.load_dataset(hub_id, config, split=hub_split)
     src_f, tgt_f = spec.hub_fields
-    fn = (lambda c: ", ".join(c)) if spec.name == "commongen" else str
     pairs = []
     for row in ds:
         s, t = row.get(src_f), row.get(tgt_f)
-        if s and t:
-            pairs.append((fn(s).strip(), str(t).strip()))
+        if s and t and str(t).strip():
+            pairs.append((spec.hub_source_fn(s).strip(), str(t).strip()))
+    if not pairs:
+        raise ValueError(f"{spec.name}: hub set {hub_id} split {hub_split!r} has no rows with fields {src_f!r} and "
+                         f"{tgt_f!r}; use the local data folder ({WHERE_TO_GET})")
     return pairs
 
 

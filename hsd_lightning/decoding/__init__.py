@@ -1,6 +1,16 @@
 """Layer-skipping decoders. Public API: ``build_decoder`` and ``Decoder.generate``."""
-from .decoders import CALM, DECODERS, HSD, DecodeOutput, Decoder, SkipDecode, Vanilla, build_decoder
+from .decoders import (
+                       CALM,
+                       DECODERS,
+                       HSD,
+                       DecodeOutput,
+                       Decoder,
+                       SkipDecode,
+                       Vanilla,
+                       build_decoder,
+                       build_paper_decoder,
+)
 from .families import FAMILIES, FamilySpec, model_parts
 
-__all__ = ["build_decoder", "Decoder", "DecodeOutput", "Vanilla", "SkipDecode", "HSD", "CALM", "DECODERS",
+__all__ = ["build_decoder", "build_paper_decoder", "Decoder", "DecodeOutput", "Vanilla", "SkipDecode", "HSD", "CALM", "DECODERS",
            "FAMILIES", "FamilySpec", "model_parts"]

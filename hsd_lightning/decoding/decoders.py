@@ -40,6 +40,9 @@ class Decoder:
     """Base class. Subclasses define the per-step layer plan."""
 
     name = "decoder"
+    # True when rows of one step run different depths (CALM's per-row exits): with beams, the recorded depths are
+    # then traced through transformers' beam reorders (beam_indices); static plans run one depth per step
+    per_row_depth = False
 
     # ---- schedule -------------------------------------------------------------------------------------------
     def layers_for_step(self, t: int, num_layers: int, t_max: int) -> list[int]:
@@ -80,8 +83,8 @@ class Decoder:
         t_max = t_max or max_new_tokens
         runtime = self._runtime(parts, t_max)
         cache = _as_skip_cache(cache, input_ids, num_beams, parts)
-        beam_calm = isinstance(self, CALM) and num_beams > 1
-        if beam_calm:
+        trace_beams = self.per_row_depth and num_beams > 1
+        if trace_beams:
             generation_kwargs["output_scores"] = True  # transformers returns beam_indices only then
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -93,7 +96,7 @@ class Decoder:
         prompt_len = input_ids.shape[1]
         new = out.sequences[:, prompt_len:]
         layers = self._layers_matrix(runtime.history, new, parts.num_layers,
-                                     out.beam_indices if beam_calm else None)
+                                     out.beam_indices if trace_beams else None)
         real = _real_tokens(new, _eos_ids(model, generation_kwargs))
         layers = layers * real
         sched = real[:, 1:]
@@ -250,6 +253,8 @@ class HSD(SkipDecode):
 class CALM(Decoder):
     """CALM with the softmax-response confidence and the decreasing threshold clamp(1 - d*i, 0, 1)."""
 
+    per_row_depth = True
+
     name = "calm"
 
     def __init__(self, d: float = 0.02):
@@ -284,3 +289,10 @@ def build_decoder(name: str, **kwargs) -> Decoder:
         import inspect
         valid = list(inspect.signature(cls.__init__).parameters)[1:]
         raise ValueError(f"decoder {name!r} got arguments {sorted(kwargs)}; it takes {valid}") from err
+
+
+def build_paper_decoder(name: str, settings: dict, num_layers: int) -> Decoder:
+    """A decoder from the paper's settings, whose exit budgets (``e_*``) are given for its 36-layer GPT-2 large:
+    they are scaled to ``num_layers`` (``schedules.scale_exit``: HSD E_max 12 becomes 10 on 30 layers)."""
+    return build_decoder(name, **{k: schedules.scale_exit(v, num_layers) if k.startswith("e_") else v
+                                  for k, v in settings.items()})

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..decoding import build_decoder
-from ..decoding.schedules import scale_exit
+from ..decoding import build_paper_decoder
 
 # (name, settings) as in the paper's tables, E values for a 36-layer model
 PAPER_ROWS = [("vanilla", {}), ("calm", {"d": 0.02}), ("calm", {"d": 0.005}),
@@ -28,10 +27,9 @@ def paper_decoders(num_layers: int, rows=PAPER_ROWS, always_run: list[int] | Non
     by a copy that also runs those layers at every step."""
     out = []
     for name, kw in rows:
-        kw = {k: (scale_exit(v, num_layers) if k.startswith("e_") else v) for k, v in kw.items()}
-        out.append(build_decoder(name, **kw))
+        out.append(build_paper_decoder(name, kw, num_layers))
         if always_run and name in ("skipdecode", "hsd") and not kw.get("always_run"):
-            out.append(build_decoder(name, **kw, always_run=always_run))
+            out.append(build_paper_decoder(name, {**kw, "always_run": always_run}, num_layers))
     return out
 
 

@@ -17,21 +17,11 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
 
+from .families import tiny_configs
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "SmolLM2-135M-Instruct")
-
-# Tiny random configs: same architectures as the paper's models (GPT-2, Phi) plus Llama (SmolLM2's family),
-# small enough that a test decodes in milliseconds. Vocabulary = GPT-2 BPE so real text round-trips.
-TINY_CONFIGS: dict[str, dict] = {
-    "tiny-gpt2": dict(model_type="gpt2", n_layer=6, n_embd=64, n_head=4, n_positions=1024),
-    "tiny-phi": dict(model_type="phi", num_hidden_layers=6, hidden_size=64, intermediate_size=128,
-                     num_attention_heads=4, num_key_value_heads=4, partial_rotary_factor=0.5,
-                     max_position_embeddings=1024),
-    "tiny-llama": dict(model_type="llama", num_hidden_layers=6, hidden_size=64, intermediate_size=128,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024),
-}
-
 
 def cache_root() -> Path:
     """Where converted weights are kept: ``$HSD_CACHE_DIR`` or ``~/.cache/hsd_lightning``."""
@@ -98,11 +88,11 @@ def smollm2_local_dir() -> Path:
 
 
 def known_names() -> list[str]:
-    return sorted(TINY_CONFIGS) + ["smollm2-135m"]
+    return sorted(tiny_configs()) + ["smollm2-135m"]
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    if name_or_path in TINY_CONFIGS:
+    if name_or_path in tiny_configs():
         return _finish_tokenizer(gpt2_tokenizer())
     if name_or_path in SMOLLM2_ALIASES:
         return _finish_tokenizer(AutoTokenizer.from_pretrained(smollm2_local_dir()))
@@ -131,8 +121,9 @@ def load_model(name_or_path: str, dtype: torch.dtype | str = torch.float32, seed
     """Return a ``transformers`` causal LM (eval mode) for any supported ``name_or_path``."""
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    if name_or_path in TINY_CONFIGS:
-        cfg = dict(TINY_CONFIGS[name_or_path], **(tiny_overrides or {}))
+    tiny = tiny_configs()  # tiny-gpt2, tiny-phi, tiny-llama: small random models from the family records
+    if name_or_path in tiny:
+        cfg = dict(tiny[name_or_path], **(tiny_overrides or {}))
         config = AutoConfig.for_model(cfg.pop("model_type"), vocab_size=50257, bos_token_id=50256,
                                       eos_token_id=50256, pad_token_id=50256, **cfg)
         with torch.random.fork_rng():

@@ -13,18 +13,10 @@ import torch
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
 from ..training.resume import rng_state, set_rng_state
+from .families import family
 from .loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-# LoRA targets per architecture (attention projections, as in the LoRA paper); override with lora_target_modules
-LORA_TARGETS = {
-    "gpt2": ["c_attn", "c_proj"],
-    "phi": ["q_proj", "k_proj", "v_proj", "dense"],
-    "gpt_neox": ["query_key_value", "dense"],
-    "opt": ["q_proj", "k_proj", "v_proj", "out_proj"],
-}
-LORA_DEFAULT = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
 
 class CausalLMModule(L.LightningModule):
@@ -114,7 +106,7 @@ class CausalLMModule(L.LightningModule):
     def _wrap_lora(self, model):
         from peft import LoraConfig, get_peft_model
 
-        targets = self.hparams.lora_target_modules or LORA_TARGETS.get(model.config.model_type, LORA_DEFAULT)
+        targets = self.hparams.lora_target_modules or list(family(model.config.model_type).lora_targets)
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
         missing = [t for t in targets if t not in names]
         if missing:

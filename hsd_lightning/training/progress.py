@@ -15,7 +15,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 
-
 class ProgressLog(Callback):
     """Args:
         every_n_steps: print a line every N optimizer steps (and after each validation).
