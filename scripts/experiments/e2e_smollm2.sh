@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # E2E on SmolLM2-135M (CPU): skip-aware LoRA fine-tune, export the adapter, decode 200 test MRs with beam 4 under
 # vanilla, HSD and SkipDecode (with and without layer 1 always on), then the report under docs/results/e2e.
-# Each step is resumable by hand: fit with --ckpt_path last, the sweep per decoder folder.
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|report|all]
+# The standard LoRA fine-tune with the same recipe (fit_lora, sweep_lora) is the baseline; fit_more continues the
+# skip-aware run from its adapter on 3,200 other training pairs (sweep_more decodes it).
+# Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -32,7 +34,29 @@ if [[ $STEP == zeroshot || $STEP == all ]]; then  # the same inputs and settings
       --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}]]' \
       --data.init_args.max_eval_samples 200
 fi
+# the standard fine-tune: vanilla, HSD (also with layer 1 always on for s=1), SkipDecode, CALM
+LORA_ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]'
+last_of() { ls -t runs/$1/version_*/checkpoints/{last,latest-step=*}.ckpt 2>/dev/null | head -1; }
+if [[ $STEP == fit_lora ]]; then
+  $PY main.py fit --config configs/smollm2_e2e_lora.yaml --ckpt_path last 2>&1 | tee -a runs/logs/fit_lora.log
+fi
+if [[ $STEP == sweep_lora ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_lora.yaml --ckpt_path "$(last_of smollm2_e2e_lora)" \
+      --quiet --decoders "$LORA_ROWS" --out runs/results/e2e/lora_beam4 --data.init_args.max_eval_samples 200
+fi
+if [[ $STEP == fit_more ]]; then  # +400 steps from the shipped adapter, on a different seeded subset
+  $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware \
+      --data.init_args.seed 43 --data.init_args.max_train_samples 3200 --trainer.max_steps 400 \
+      --trainer.logger.init_args.name smollm2_e2e_skipaware_more --ckpt_path last 2>&1 | tee -a runs/logs/fit_more.log
+fi
+if [[ $STEP == sweep_more ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_more)" --quiet --out runs/results/e2e/skipaware_more_beam4 \
+      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]' \
+      --data.init_args.max_eval_samples 200
+fi
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
+      $(ls -d runs/results/e2e/lora_beam4 runs/results/e2e/skipaware_more_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
 fi
