@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Optional
 
+import yaml
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -24,6 +26,8 @@ class HSDCLI(LightningCLI):
         parser.add_subclass_arguments(Decoder, "decoder", required=False,
                                       help="vanilla | skipdecode | hsd | calm, e.g. --decoder hsd --decoder.s 1")
         parser.link_arguments("model.model_name_or_path", "data.init_args.tokenizer")
+        parser.add_argument("--compose", type=Optional[list[str]], default=None,
+                            help="in a config file: the config files it is made of (relative to it), loaded first")
 
     def before_instantiate_classes(self):
         if self.subcommand == "fit":
@@ -53,9 +57,45 @@ def _rewrite_decoder_names(args: list[str]) -> list[str]:
     return out
 
 
+def _composition(path: Path, seen: tuple = ()) -> list[Path]:
+    """The files a config is made of, in load order, itself last (``compose: [models/x.yaml, data/y.yaml]``)."""
+    if path in seen:
+        raise ValueError(f"config {path} composes itself (through {[str(p) for p in seen]}); remove the cycle")
+    try:
+        data = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except yaml.YAMLError:
+        return [path]  # jsonargparse reports the syntax error with its own message
+    parts = data.get("compose") if isinstance(data, dict) else None
+    out: list[Path] = []
+    for part in parts or []:
+        out += _composition(path.parent / part, seen + (path,))
+    return out + [path]
+
+
+def _expand_compose(args: list[str]) -> list[str]:
+    """``--config cell.yaml`` -> ``--config <each file it composes> --config cell.yaml``. Written by hand because
+    jsonargparse has no include: a cell of the paper's grid stays one file (model file + task file + its own keys)
+    while the model and task settings live once. Idempotent (a relaunched DDP rank re-reads the expanded argv)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        flag, value, step = args[i], None, 1
+        if flag in ("--config", "-c") and i + 1 < len(args):
+            value, step = args[i + 1], 2
+        elif flag.startswith("--config="):
+            value = flag.split("=", 1)[1]
+        if value is not None:
+            before = [x for p in _composition(Path(value))[:-1] for x in ("--config", str(p))]
+            if before and out[-len(before):] != before:
+                out += before
+        out += args[i:i + step]
+        i += step
+    return out
+
+
 def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     args = list(sys.argv[1:] if args is None else args)
-    args = _rewrite_decoder_names(args)
+    args = _expand_compose(_rewrite_decoder_names(args))
     # the embedded default: no --config given -> configs/default.yaml (SmolLM2-135M on E2E, CPU-sized)
     # ``-c`` is ``--config``: a config given either way replaces the default, it is not layered over it
     if args and args[0] in SUBCOMMANDS and not any(a in ("--config", "-c") or a.startswith("--config=") for a in args) \

@@ -90,3 +90,20 @@ def test_print_config_works(capsys):
         cli_main(["predict", "--config", str(CONFIG_DIR / "gpt2_cnndm.yaml"), "--print_config"])
     out = capsys.readouterr().out
     assert "gpt2-large" in out and "CNNDMDataModule" in out
+
+
+def test_cells_compose_model_and_task_files(tmp_path):
+    from hsd_lightning.cli import _expand_compose
+
+    cell = str(CONFIG_DIR / "gpt2_cnndm.yaml")
+    once = _expand_compose(["fit", "--config", cell, "--trainer.devices", "2"])
+    assert once == ["fit", "--config", str(CONFIG_DIR / "models/gpt2_large.yaml"), "--config",
+                    str(CONFIG_DIR / "data/cnndm.yaml"), "--config", cell, "--trainer.devices", "2"]
+    assert _expand_compose(once) == once  # a relaunched DDP rank parses the same arguments
+    nested = _expand_compose(["-c", str(CONFIG_DIR / "smollm2_e2e_skipaware.yaml")])
+    assert [Path(x).name for x in nested[1::2]] == ["smollm2.yaml", "e2e.yaml", "smollm2_e2e_lora.yaml",
+                                                    "smollm2_e2e_skipaware.yaml"]
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("compose: [loop.yaml]\n")
+    with pytest.raises(ValueError, match="composes itself"):
+        _expand_compose(["--config", str(loop)])
