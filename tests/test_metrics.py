@@ -121,3 +121,45 @@ def test_report_copies_predictions_beside_the_tables(tmp_path):
     assert len(copied) == 1 and copied[0].parent.name == "e2e_m_zero-shot_beam_4"
     assert json.loads(copied[0].read_text()) == {"id": "e2e-test-0", "input": "Attributes: name[X]",
                                                  "prediction": "X is.", "avg_layers": 3.0}
+
+
+def test_pair_bertscore_equals_torchmetrics_pair_by_pair_and_ignores_batching():
+    """torchmetrics' BERTScore is right for a pair scored alone (its length sort is then the identity) but
+    misaligns pairs in a batch of different lengths; ours equals it alone and does not depend on the batch."""
+    from torchmetrics.text.bert import BERTScore
+
+    from hsd_lightning.evaluation.bertscore import PairBERTScore
+    from hsd_lightning.evaluation.metrics import default_bertscore_model
+
+    preds = ["Blue Spice is a coffee shop in the city centre.", "Aromi serves Chinese food.",
+             "The Phoenix is a cheap French pub near the river, rated 5 out of 5 by customers.", "x"]
+    refs = ["Blue Spice coffee shop, city centre.", "There is a Chinese place called Aromi with a very long name "
+            "and an even longer description of its food and service.", "The Phoenix pub serves French food.", "y z"]
+    ours = PairBERTScore(default_bertscore_model(), batch_size=4)
+    batched = ours.f1(preds, refs)
+    alone = []
+    for p, r in zip(preds, refs):
+        tm = BERTScore(model_name_or_path=default_bertscore_model(), max_length=512)
+        tm.update([p], [r])
+        alone.append(float(tm.compute()["f1"]))
+    assert batched.tolist() == pytest.approx(alone, abs=1e-4)
+    ours.batch_size = 1
+    assert ours.f1(preds, refs).tolist() == pytest.approx(batched.tolist(), abs=1e-5)
+    assert ours.f1(preds[::-1], refs[::-1]).tolist() == pytest.approx(batched.tolist()[::-1], abs=1e-5)
+
+
+def test_rescore_recomputes_scores_and_keeps_the_rest(tmp_path, capsys):
+    from hsd_lightning.evaluation.rescore import main as rescore_main
+
+    run = tmp_path / "e2e" / "hsd"
+    run.mkdir(parents=True)
+    recs = [{"id": f"e2e-test-{i}", "prediction": p, "references": ["Aromi is a pub.", "A pub called Aromi."],
+             "layers_per_token": [30, 15, 15], "generated_tokens": 3, "generation_seconds": 0.5}
+            for i, p in enumerate(["Aromi is a pub.", "Aromi is a cheap pub."])]
+    (run / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (run / "metrics.json").write_text(json.dumps({"decoder": "hsd", "rougeL": 1.0, "bertscore": 1.0, "agreement": 77.0}))
+    rescore_main([str(tmp_path)])
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["agreement"] == 77.0 and m["decoder"] == "hsd" and m["examples"] == 2 and m["avg_layer"] == 15.0
+    assert m["rougeL"] > 80 and m["bertscore"] > 90
+    assert "R-L" in capsys.readouterr().out

@@ -12,6 +12,8 @@ import torch
 from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.text import ROUGEScore, SacreBLEUScore
 
+from .bertscore import PairBERTScore
+
 
 def default_bertscore_model() -> str:
     try:
@@ -52,13 +54,15 @@ class GenerationScores(torch.nn.Module):
         self.empty_predictions = SumMetric(**local)
         self.to(self.device)
 
-    def _bertscore(self):
-        if self._bert is None:
-            from torchmetrics.text.bert import BERTScore
-
-            self._bert = BERTScore(model_name_or_path=self.bertscore_model, max_length=512, batch_size=32,
-                                   device=self.device, sync_on_compute=False)
+    def _bertscore(self) -> PairBERTScore:
+        if self._bert is None:  # not torchmetrics' BERTScore: it misaligns pairs (see bertscore.py)
+            self._bert = PairBERTScore(self.bertscore_model, device=self.device)
         return self._bert
+
+    def reset_states(self) -> None:
+        """Forget every record (the BERTScore encoder stays loaded)."""
+        for m in self.children():
+            m.reset()
 
     def update(self, records: list[dict]) -> None:
         recs = [r for r in records if any(ref.strip() for ref in r["references"])]
@@ -72,10 +76,7 @@ class GenerationScores(torch.nn.Module):
         if self.use_bertscore:
             flat_p = [p for p, rs in zip(preds, refs) for _ in rs]
             flat_r = [x for rs in refs for x in rs]
-            bs = self._bertscore()
-            bs.reset()
-            bs.update(flat_p, flat_r)
-            f1 = bs.compute()["f1"].reshape(-1)
+            f1 = self._bertscore().f1(flat_p, flat_r)
             start = 0
             for p, rs in zip(preds, refs):  # best over references, empty prediction scores 0
                 best = f1[start:start + len(rs)].max().item() if p.strip() else 0.0
