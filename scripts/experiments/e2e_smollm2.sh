@@ -2,7 +2,7 @@
 # E2E on SmolLM2-135M (CPU): skip-aware LoRA fine-tune, export the adapter, decode 200 test MRs with beam 4 under
 # vanilla, HSD and SkipDecode (with and without layer 1 always on), then the report under docs/results/e2e.
 # The standard LoRA fine-tune with the same recipe (fit_lora, sweep_lora) is the baseline; fit_more continues the
-# skip-aware run from its adapter on 2,400 other training pairs (300 steps; sweep_more decodes it).
+# skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
 #   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|report|all]
 set -euo pipefail
@@ -44,15 +44,15 @@ if [[ $STEP == sweep_lora ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_lora.yaml --ckpt_path "$(last_of smollm2_e2e_lora)" \
       --quiet --decoders "$LORA_ROWS" --out runs/results/e2e/lora_beam4 --data.init_args.max_eval_samples 200
 fi
-if [[ $STEP == fit_more ]]; then  # +300 steps from the shipped adapter, on a different seeded subset
+if [[ $STEP == fit_more ]]; then  # +200 steps from the shipped adapter, on a different seeded subset
   $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware \
-      --data.init_args.seed 43 --data.init_args.max_train_samples 2400 --trainer.max_steps 300 \
+      --data.init_args.seed 43 --data.init_args.max_train_samples 1600 --trainer.max_steps 200 \
       --trainer.logger.init_args.name smollm2_e2e_skipaware_more --ckpt_path last 2>&1 | tee -a runs/logs/fit_more.log
 fi
 if [[ $STEP == sweep_more ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware \
       --ckpt_path "$(last_of smollm2_e2e_skipaware_more)" --quiet --out runs/results/e2e/skipaware_more_beam4 \
-      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]' \
+      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]' \
       --data.init_args.max_eval_samples 200
 fi
 if [[ $STEP == report || $STEP == all ]]; then
