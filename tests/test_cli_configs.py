@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hsd_lightning.cli import CONFIG_DIR, cli_main
+from hsd_lightning.cli import CONFIG_DIR, _composition, cli_main
 
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml"))
 TINY = {"gpt2": "tiny-gpt2", "phi2": "tiny-phi", "smollm2": "tiny-llama", "default": "tiny-llama"}
@@ -15,7 +15,7 @@ TINY_PLANS = '[{"name": "vanilla"}, {"name": "hsd", "s": 1, "e_max": 3, "weight"
 
 
 def _tiny_model_args(cfg: Path) -> list[str]:
-    text = cfg.read_text()
+    text = "\n".join(p.read_text() for p in _composition(cfg))  # the cell and every file it composes
     out = ["--model.train_plans", TINY_PLANS] if "train_plans:" in text else []
     return out + (["--model.adapter", "null"] if "adapter:" in text else [])
 

@@ -83,6 +83,8 @@ def test_report_groups_datasets_and_names_missing_metrics(tmp_path, capsys):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "### e2e / m / zero-shot" in md and "### xsum / m / zero-shot" in md and "| 1.70 |" in md  # speed-up 17/10 within e2e
     assert (tmp_path / "rep" / "pareto.png").stat().st_size > 10_000
+    for ds in ("e2e", "xsum"):  # one Fig. 1 per task, with the paper's GPT-2 rows
+        assert (tmp_path / "rep" / f"fig1_{ds}.png").stat().st_size > 10_000
     with pytest.raises(SystemExit, match="nothing to report"):
         report_main([str(tmp_path / "empty")])
 

@@ -158,6 +158,57 @@ def plot(groups: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_fig1(dataset: str, groups: dict[str, list[dict]], paper: list[dict], path: Path) -> None:
+    """The paper's Fig. 1 for one task, every set of weights on the same axes: quality kept (% of the group's own
+    vanilla) against the share of layers run per generated token, so that 30-layer SmolLM2 and the paper's 36-layer
+    GPT-2 (hollow grey markers) sit on one scale. Colour = weights decoded, marker = decoder family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    series = [(title, rows) for title, rows in groups.items()] + ([("paper: GPT-2 large, full FT", paper)] if paper else [])
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, pct, label in ((axes[0], "pct_rougeL", "% of vanilla ROUGE-L"),
+                           (axes[1], "pct_bertscore", "% of vanilla BERTScore")):
+        for i, (title, rows) in enumerate(series):
+            is_paper = title.startswith("paper")
+            colour = "grey" if is_paper else colours[i % len(colours)]
+            name = title if is_paper else title.split(" / ", 2)[-1]  # dataset and model are the figure's title
+            depth = max(r["avg_layer"] for r in rows)  # L where a run does not record num_layers: vanilla's depth
+            labelled = False
+            for fam, marker in MARKERS.items():
+                pts = [(r["avg_layer"] / (r.get("num_layers") or depth), r[pct],
+                        r["decoder"]) for r in rows
+                       if (r.get("decoder_name") or r["decoder"].split("(")[0]) == fam and r.get(pct) is not None
+                       and not math.isnan(r[pct])]
+                if not pts:
+                    continue
+                ax.scatter([x for x, _, _ in pts], [y for _, y, _ in pts], marker=marker, s=60,
+                           facecolors="none" if is_paper else colour, edgecolors=colour,
+                           label=None if labelled else name)
+                labelled = True
+                for x, y, dec in pts:
+                    if fam != "vanilla":
+                        ax.annotate(dec.split("(")[-1].rstrip(")"), (x, y), fontsize=6, xytext=(3, 2),
+                                    textcoords="offset points", color=colour)
+        ax.axhline(100, color="black", lw=0.6, ls=":")
+        ax.set_xlabel("share of layers run per generated token (Avg. Layer / L)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    from matplotlib.lines import Line2D
+
+    shapes = [Line2D([], [], ls="", marker=m, color="black", label=f) for f, m in MARKERS.items()]
+    axes[0].legend(fontsize=6, loc="lower right", title="weights decoded (colour)", title_fontsize=6)
+    axes[1].legend(handles=shapes, fontsize=6, loc="lower right", title="decoder (marker)", title_fontsize=6)
+    model = next((r.get("model") for rows in groups.values() for r in rows), "")
+    fig.suptitle(f"{dataset} / {model}: quality kept vs. depth (the paper's Fig. 1)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+")
@@ -194,6 +245,9 @@ def main(argv=None):
         copy_predictions(groups, out / "predictions")
     (out / "report.md").write_text("\n".join(md))
     plot(groups, out / "pareto.png")
+    for dataset in dict.fromkeys(r.get("dataset") for r in runs):
+        mine = {t: rows for t, rows in groups.items() if rows[0].get("dataset") == dataset}
+        plot_fig1(str(dataset), mine, [] if args.no_paper else paper_rows(dataset), out / f"fig1_{dataset}.png")
     print("\n".join(md))
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'}, {out / 'pareto.png'}")
 
