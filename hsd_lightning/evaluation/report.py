@@ -200,7 +200,8 @@ def plot_fig1(dataset: str, groups: dict[str, list[dict]], paper: list[dict], pa
     from matplotlib.lines import Line2D
 
     shapes = [Line2D([], [], ls="", marker=m, color="black", label=f) for f, m in MARKERS.items()]
-    axes[0].legend(fontsize=6, loc="lower right", title="weights decoded (colour)", title_fontsize=6)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=6, loc="lower right", title="weights decoded (colour)", title_fontsize=6)
     axes[1].legend(handles=shapes, fontsize=6, loc="lower right", title="decoder (marker)", title_fontsize=6)
     model = next((r.get("model") for rows in groups.values() for r in rows), "")
     fig.suptitle(f"{dataset} / {model}: quality kept vs. depth (the paper's Fig. 1)", fontsize=10)
