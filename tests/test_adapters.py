@@ -84,3 +84,31 @@ def test_cache_folders_are_built_once_and_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loading.importlib.metadata, "files", no_wheel)
     assert loading.gpt2_tokenizer()("hello world")["input_ids"] == [31373, 995]  # from the cache alone
+
+
+def test_export_command_of_a_run_continued_from_an_adapter(tmp_path, tokenizer, fixture_dir):
+    """A skip-aware run that continued a standard fine-tune's adapter is exported with that same base
+    (``--model.adapter``, passed on to the CLI): the exported adapter decodes exactly like the trained module."""
+    from hsd_lightning.cli import CONFIG_DIR
+    from hsd_lightning.models.adapters import main as export_main
+
+    first = _lora()
+    export(first, tmp_path / "ft", {})
+    cont = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "ft"))
+    with torch.no_grad():
+        for n, p in cont.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {k: v for k, v in cont.state_dict().items() if "lora_" in k}, "global_step": 3,
+                "hyper_parameters": {"distill_weight": 0.5}}, ckpt)
+    export_main(["--config", str(CONFIG_DIR / "smollm2_e2e_skipaware.yaml"), "--ckpt_path", str(ckpt),
+                 "--out", str(tmp_path / "cont"), "--model.model_name_or_path", "tiny-llama",
+                 "--model.train_plans", '[{"name": "hsd", "s": 1, "e_max": 3}]',
+                 "--model.adapter", str(tmp_path / "ft"), "--data.init_args.data_dir", str(fixture_dir)])
+    record = json.loads((tmp_path / "cont" / "hsd_training.json").read_text())
+    assert record["global_step"] == 3 and record["hyper_parameters"]["distill_weight"] == 0.5
+    loaded = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "cont")).eval()
+    ids = tokenizer("name[Aromi], food[Chinese]", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, cont.eval().model(ids).logits, atol=1e-3, rtol=1e-3)

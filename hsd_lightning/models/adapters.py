@@ -59,10 +59,11 @@ def main(argv=None):
     p.add_argument("--ckpt_path", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--record", default=None, help="JSON with run facts to keep (steps, wall time, ...)")
-    args = p.parse_args(argv)
+    # every other argument goes to LightningCLI as it is, e.g. --model.adapter <the adapter a continued run started from>
+    args, extra = p.parse_known_args(argv)
     from ..cli import cli_main
 
-    cli = cli_main([x for c in args.config for x in ("--config", c)], run=False)
+    cli = cli_main([x for c in args.config for x in ("--config", c)] + extra, run=False)
     ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
     cli.model.load_state_dict(ckpt["state_dict"])
     record = json.loads(Path(args.record).read_text()) if args.record else {}
@@ -71,7 +72,8 @@ def main(argv=None):
                    "skip_aware": ckpt.get("skip_aware"), "t_max": (ckpt.get("skip_aware") or {}).get("t_max"),
                    "hyper_parameters": {k: hp.get(k) for k in ("model_name_or_path", "lora_r", "lora_alpha",
                                                                "lora_target_modules", "learning_rate",
-                                                               "max_new_tokens", "train_plans")}})
+                                                               "max_new_tokens", "train_plans", "distill_weight",
+                                                               "adapter")}})
     out = export(cli.model, Path(args.out), record)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"wrote {out} ({size / 2**20:.1f} MiB)")

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# One task of the paper's grid on SmolLM2-135M (CPU): the standard LoRA fine-tune, then skip-aware fine-tuning
-# continued from it (with self-distillation from the full-depth pass), each decoded on fixed test inputs under the
-# issue's rows, then the report under docs/results/<task>. Every step resumes after a kill: rerun it (fit: --ckpt_path
-# last; sweeps skip finished inputs per decoder).
+# One task of the paper's grid on SmolLM2-135M (CPU): the standard LoRA fine-tune and a skip-aware fine-tune, each
+# decoded on fixed test inputs under the issue's rows, then the report under docs/results/<task>.
 #   bash scripts/experiments/task_smollm2.sh <e2e|commongen|xsum|cnndm|healthcaremagic> \
 #        [fit_lora|export_lora|sweep_lora|fit_skip|export_skip|sweep_skip|report|all]
-# Sizes (test inputs, beams) follow the issue: 200 for E2E, 100 for CommonGen and XSum, 50 for the long-output tasks.
+# Skip-aware fine-tuning comes two ways:
+#   SKIP_FROM=scratch (default): configs/smollm2_<task>_skipaware.yaml from the base model (the standard recipe, each
+#                                row under one plan);
+#   SKIP_FROM=ft: continue the standard fine-tune's adapter under the plans for SKIP_STEPS steps on other training
+#                 pairs (data seed 44), with self-distillation from the full-depth pass (DISTILL).
+# Sizes follow the issue: 200 test inputs for E2E, 100 for CommonGen and XSum, 50 for the long-output tasks; beam 4
+# (BEAMS=1 for greedy where beam 4 does not fit the CPU; the report says which). ROWS overrides the decoders.
+# Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -16,20 +21,27 @@ case $TASK in
   e2e) N=200 ;; commongen|xsum) N=100 ;; cnndm|healthcaremagic) N=50 ;;
   *) echo "unknown task '$TASK'; use e2e, commongen, xsum, cnndm or healthcaremagic" >&2; exit 2 ;;
 esac
-BEAMS=${BEAMS:-4}            # BEAMS=1 (greedy) where beam 4 does not fit the CPU; the report says which
-SKIP_STEPS=${SKIP_STEPS:-300} # skip-aware continuation: steps of 8 rows, on other training pairs (data seed 44)
-DISTILL=${DISTILL:-0.5}       # model.distill_weight of the continuation
+BEAMS=${BEAMS:-4}
+SKIP_FROM=${SKIP_FROM:-scratch}
+SKIP_STEPS=${SKIP_STEPS:-300}
+DISTILL=${DISTILL:-0.5}
 LORA=smollm2_${TASK}_lora
-SKIP=smollm2_${TASK}_ft_skipaware
-ADAPTERS=runs/adapters
-mkdir -p runs/logs $ADAPTERS
+if [[ $SKIP_FROM == ft ]]; then
+  SKIP=smollm2_${TASK}_ft_skipaware_distill
+  FROM=(--model.adapter runs/adapters/smollm2-$TASK-lora)  # export and sweep rebuild the same base
+else
+  SKIP=smollm2_${TASK}_skipaware
+  FROM=()
+fi
+mkdir -p runs/logs runs/adapters
 last_of() { ls -t runs/$1/version_*/checkpoints/{last,latest-step=*}.ckpt 2>/dev/null | head -1; }
 summary_of() { ls -t runs/$1/version_*/fit_summary.json 2>/dev/null | head -1; }
 # the issue's rows (E in the paper's 36-layer units, scaled to 30 layers by the sweep): vanilla, HSD s=1 / s=2
 # E_max 12 -> 10 (s=1 also with layer 1 always run), SkipDecode (10,24) -> (8,20), CALM d=0.005
-ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]'
+ROWS=${ROWS:-'[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]'}
 sweep() {  # sweep <config> <ckpt> <out> [extra args]
-  local cfg=$1 ckpt=$2 out=$3; shift 3
+  local cfg=$1 ckpt=$2 out=$3
+  shift 3
   $PY -m hsd_lightning.evaluation.sweep --config "$cfg" --ckpt_path "$ckpt" --quiet --decoders "$ROWS" \
       --out "$out" --data.init_args.max_eval_samples $N --model.num_beams $BEAMS "$@"
 }
@@ -38,32 +50,36 @@ if [[ $STEP == fit_lora || $STEP == all ]]; then
 fi
 if [[ $STEP == export_lora || $STEP == all ]]; then
   $PY -m hsd_lightning.models.adapters --config configs/$LORA.yaml --ckpt_path "$(last_of $LORA)" \
-      --out $ADAPTERS/smollm2-$TASK-lora --record "$(summary_of $LORA)"
+      --out runs/adapters/smollm2-$TASK-lora --record "$(summary_of $LORA)"
 fi
 if [[ $STEP == sweep_lora || $STEP == all ]]; then
   sweep configs/$LORA.yaml "$(last_of $LORA)" runs/results/$TASK/lora_beam$BEAMS
 fi
-if [[ $STEP == fit_skip || $STEP == all ]]; then  # continues the standard fine-tune's adapter under the plans
-  $PY main.py fit --config configs/smollm2_${TASK}_skipaware.yaml --model.adapter $ADAPTERS/smollm2-$TASK-lora \
-      --model.distill_weight $DISTILL --data.init_args.seed 44 --data.init_args.max_train_samples $((SKIP_STEPS * 8)) \
-      --trainer.max_steps $SKIP_STEPS --trainer.logger.init_args.name $SKIP --ckpt_path last \
-      2>&1 | tee -a runs/logs/${TASK}_fit_skip.log
+if [[ $STEP == fit_skip || $STEP == all ]]; then
+  if [[ $SKIP_FROM == ft ]]; then
+    $PY main.py fit --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" --model.distill_weight $DISTILL \
+        --data.init_args.seed 44 --data.init_args.max_train_samples $((SKIP_STEPS * 8)) \
+        --trainer.max_steps $SKIP_STEPS --trainer.logger.init_args.name $SKIP --ckpt_path last \
+        2>&1 | tee -a runs/logs/${TASK}_fit_skip_$SKIP_FROM.log
+  else
+    $PY main.py fit --config configs/smollm2_${TASK}_skipaware.yaml --ckpt_path last \
+        2>&1 | tee -a runs/logs/${TASK}_fit_skip_$SKIP_FROM.log
+  fi
 fi
 if [[ $STEP == export_skip || $STEP == all ]]; then
-  $PY -m hsd_lightning.models.adapters --config configs/smollm2_${TASK}_skipaware.yaml \
-      --model.adapter $ADAPTERS/smollm2-$TASK-lora --ckpt_path "$(last_of $SKIP)" \
-      --out $ADAPTERS/smollm2-$TASK-ft-skipaware --record "$(summary_of $SKIP)"
+  $PY -m hsd_lightning.models.adapters --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" \
+      --ckpt_path "$(last_of $SKIP)" --out runs/adapters/${SKIP//_/-} --record "$(summary_of $SKIP)"
 fi
 if [[ $STEP == sweep_skip || $STEP == all ]]; then
-  sweep configs/smollm2_${TASK}_skipaware.yaml "$(last_of $SKIP)" runs/results/$TASK/ft_skipaware_beam$BEAMS \
-      --model.adapter $ADAPTERS/smollm2-$TASK-lora
+  sweep configs/smollm2_${TASK}_skipaware.yaml "$(last_of $SKIP)" runs/results/$TASK/${SKIP#smollm2_${TASK}_}_beam$BEAMS \
+      "${FROM[@]}"
 fi
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report $(ls -d runs/results/$TASK/*_beam* 2>/dev/null) \
       --out docs/results/$TASK --examples 5 --predictions
   mkdir -p docs/results/$TASK/logs
-  for f in $(ls runs/*_${TASK}_*/version_*/fit_summary.json 2>/dev/null); do
-    cp "$f" docs/results/$TASK/logs/fit_summary_$(basename "$(dirname "$(dirname "$f")")").json
+  for f in runs/smollm2_${TASK}_*/version_*/fit_summary.json; do
+    [[ -e $f ]] && cp "$f" docs/results/$TASK/logs/fit_summary_$(basename "$(dirname "$(dirname "$f")")").json
   done
   cp runs/logs/${TASK}_fit_*.log docs/results/$TASK/logs/ 2>/dev/null || true
 fi
