@@ -165,3 +165,15 @@ def test_rescore_recomputes_scores_and_keeps_the_rest(tmp_path, capsys):
     assert m["agreement"] == 77.0 and m["decoder"] == "hsd" and m["examples"] == 2 and m["avg_layer"] == 15.0
     assert m["rougeL"] > 80 and m["bertscore"] > 90
     assert "R-L" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("prompt,line", [
+    ("Describe it.\nAttributes: name[X]\nDescription:", "Attributes: name[X]"),
+    ("Write one sentence that uses all of these concepts: dog, run\nSentence:",
+     "Write one sentence that uses all of these concepts: dog, run"),
+    ("Summarize.\nArticle: A long text\nSummary:", "Article: A long text"),
+])
+def test_report_shows_the_input_line_of_each_template(prompt, line):
+    from hsd_lightning.evaluation.report import _source_line
+
+    assert _source_line(prompt) == line

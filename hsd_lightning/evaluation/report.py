@@ -83,8 +83,10 @@ def paper_rows(dataset: str | None, model: str = "GPT-2") -> list[dict]:
 
 def _source_line(prompt: str) -> str:
     """The line of a prompt that holds the input (templates put it on the second line), else the whole prompt."""
-    lines = prompt.strip().splitlines()
-    return lines[1] if len(lines) > 2 else prompt.strip()
+    lines = [line for line in prompt.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[-1].rstrip().endswith(":") and len(lines[-1]) <= 20:
+        lines = lines[:-1]  # the answer cue ("Sentence:", "Summary:")
+    return lines[1] if len(lines) > 1 else lines[0]
 
 
 def copy_predictions(groups: dict[str, list[dict]], folder: Path) -> None:
@@ -201,8 +203,8 @@ def plot_fig1(dataset: str, groups: dict[str, list[dict]], paper: list[dict], pa
 
     shapes = [Line2D([], [], ls="", marker=m, color="black", label=f) for f, m in MARKERS.items()]
     if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend(fontsize=6, loc="lower right", title="weights decoded (colour)", title_fontsize=6)
-    axes[1].legend(handles=shapes, fontsize=6, loc="lower right", title="decoder (marker)", title_fontsize=6)
+        axes[0].legend(fontsize=6, loc="best", title="weights decoded (colour)", title_fontsize=6)
+    axes[1].legend(handles=shapes, fontsize=6, loc="best", title="decoder (marker)", title_fontsize=6)
     model = next((r.get("model") for rows in groups.values() for r in rows), "")
     fig.suptitle(f"{dataset} / {model}: quality kept vs. depth (the paper's Fig. 1)", fontsize=10)
     fig.tight_layout()

@@ -4,7 +4,8 @@
 # The standard LoRA fine-tune with the same recipe (fit_lora, sweep_lora) is the baseline; fit_more continues the
 # skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|report|all]
+# fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it).
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -55,8 +56,21 @@ if [[ $STEP == sweep_more ]]; then
       --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]' \
       --data.init_args.max_eval_samples 200
 fi
+if [[ $STEP == fit_1000 ]]; then  # +200 more steps from the shipped 800-step adapter, on yet other pairs
+  $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware-800 \
+      --data.init_args.seed 45 --data.init_args.max_train_samples 1600 --trainer.max_steps 200 \
+      --trainer.logger.init_args.name smollm2_e2e_skipaware_1000 --ckpt_path last 2>&1 | tee -a runs/logs/fit_1000.log
+fi
+if [[ $STEP == sweep_1000 ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware-800 \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_1000)" --quiet --out runs/results/e2e/skipaware_1000_beam4 --no_agreement \
+      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]' \
+      --data.init_args.max_eval_samples 200
+fi
+# the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
+# with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
-      $(ls -d runs/results/e2e/lora_beam4 runs/results/e2e/skipaware_more_beam4 2>/dev/null) \
+      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000}_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
 fi
