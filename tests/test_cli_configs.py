@@ -101,8 +101,8 @@ def test_cells_compose_model_and_task_files(tmp_path):
                     str(CONFIG_DIR / "data/cnndm.yaml"), "--config", cell, "--trainer.devices", "2"]
     assert _expand_compose(once) == once  # a relaunched DDP rank parses the same arguments
     nested = _expand_compose(["-c", str(CONFIG_DIR / "smollm2_e2e_skipaware.yaml")])
-    assert [Path(x).name for x in nested[1::2]] == ["smollm2.yaml", "e2e.yaml", "smollm2_e2e_lora.yaml",
-                                                    "smollm2_e2e_skipaware.yaml"]
+    assert [Path(x).name for x in nested[1::2]] == ["smollm2.yaml", "e2e.yaml", "lora_cpu.yaml", "smollm2_e2e_lora.yaml",
+                                                    "skipaware_30l.yaml", "smollm2_e2e_skipaware.yaml"]
     loop = tmp_path / "loop.yaml"
     loop.write_text("compose: [loop.yaml]\n")
     with pytest.raises(ValueError, match="composes itself"):
