@@ -63,7 +63,7 @@ if [[ $STEP == fit_1000 ]]; then  # +200 more steps from the shipped 800-step ad
 fi
 if [[ $STEP == sweep_1000 ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware-800 \
-      --ckpt_path "$(last_of smollm2_e2e_skipaware_1000)" --quiet --out runs/results/e2e/skipaware_1000_beam4 --no_agreement \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_1000)" --quiet --out runs/results/e2e/skipaware_1000_beam4 \
       --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]' \
       --data.init_args.max_eval_samples 200
 fi
