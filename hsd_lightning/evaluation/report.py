@@ -82,7 +82,8 @@ def paper_rows(dataset: str | None, model: str = "GPT-2") -> list[dict]:
 
 
 def _source_line(prompt: str) -> str:
-    """The line of a prompt that holds the input (templates put it on the second line), else the whole prompt."""
+    """The line of a prompt that holds the input: the second line of a template with an instruction line, the only
+    line of a one-line template; a short closing answer cue ("Sentence:", "Summary:") is never it."""
     lines = [line for line in prompt.strip().splitlines() if line.strip()]
     if len(lines) > 1 and lines[-1].rstrip().endswith(":") and len(lines[-1]) <= 20:
         lines = lines[:-1]  # the answer cue ("Sentence:", "Summary:")
@@ -170,7 +171,7 @@ def plot_fig1(dataset: str, groups: dict[str, list[dict]], paper: list[dict], pa
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    series = [(title, rows) for title, rows in groups.items()] + ([("paper: GPT-2 large, full FT", paper)] if paper else [])
+    series = list(groups.items()) + ([("paper: GPT-2 large, full FT", paper)] if paper else [])
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, pct, label in ((axes[0], "pct_rougeL", "% of vanilla ROUGE-L"),
                            (axes[1], "pct_bertscore", "% of vanilla BERTScore")):
