@@ -4,7 +4,7 @@
 # The standard LoRA fine-tune with the same recipe (fit_lora, sweep_lora) is the baseline; fit_more continues the
 # skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
-# fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it).
+# fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it under the paper's 11 rows).
 #   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,8 +64,7 @@ fi
 if [[ $STEP == sweep_1000 ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware-800 \
       --ckpt_path "$(last_of smollm2_e2e_skipaware_1000)" --quiet --out runs/results/e2e/skipaware_1000_beam4 \
-      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]' \
-      --data.init_args.max_eval_samples 200
+      --data.init_args.max_eval_samples 200  # the paper's 11 rows (the sweep's default), finished rows are kept
 fi
 # the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
