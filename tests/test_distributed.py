@@ -156,3 +156,20 @@ def test_fit_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, fixture_dir)
     assert straight.keys() == resumed.keys()
     for k in straight:
         assert torch.equal(straight[k], resumed[k]), k
+
+
+def test_last_ckpt_holds_the_end_of_fit_when_validation_does_not_fall_on_it(tmp_path, fixture_dir):
+    """5 steps, validation every 2: Lightning alone leaves last.ckpt at step 4 (the XSum cell decoded step 50 of 75).
+    The base preset's checkpoint writes it at the end too, and fit_summary.json says where val/loss was measured."""
+    import torch
+
+    cli_main(["fit", "--config", str(CONFIG_DIR / "default.yaml"), "--model.model_name_or_path", "tiny-gpt2",
+              "--model.adapter", "null", "--model.finetune", "full", "--data.init_args.data_dir", str(fixture_dir),
+              "--data.init_args.max_train_samples", "16", "--data.init_args.batch_size", "2",
+              "--trainer.max_steps", "5", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+              "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+              "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)])
+    last = torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)
+    assert last["global_step"] == 5
+    summary = json.loads(next(tmp_path.rglob("fit_summary.json")).read_text())
+    assert summary["steps"] == 5 and summary["val_at_step"] == 4 and "val/loss" in summary["val"]

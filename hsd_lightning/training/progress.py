@@ -24,7 +24,7 @@ class ProgressLog(Callback):
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps={every_n_steps} must be >= 1")
         self.every = every_n_steps
-        self._t0 = self._start_step = self._printed = None
+        self._t0 = self._start_step = self._printed = self._val_step = None
         self._tokens = self._examples = 0
 
     def on_train_start(self, trainer, pl_module):
@@ -58,6 +58,7 @@ class ProgressLog(Callback):
             return
         vals = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if vals:
+            self._val_step = trainer.global_step
             rank_zero_info("fit: validation at step %d: %s" % (trainer.global_step,
                            "  ".join(f"{k} {v:.4f}" for k, v in sorted(vals.items()))))
 
@@ -73,6 +74,7 @@ class ProgressLog(Callback):
             "examples_this_run": examples, "tokens_this_run": tokens,
             "wall_seconds_this_run": round(time.perf_counter() - self._t0, 1),
             "val": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")},
+            "val_at_step": self._val_step,  # the step those losses were measured at (None: no validation)
         }
         if trainer.is_global_zero and log_dir:
             path = Path(log_dir) / "fit_summary.json"
