@@ -173,3 +173,14 @@ def test_last_ckpt_holds_the_end_of_fit_when_validation_does_not_fall_on_it(tmp_
     assert last["global_step"] == 5
     summary = json.loads(next(tmp_path.rglob("fit_summary.json")).read_text())
     assert summary["steps"] == 5 and summary["val_at_step"] == 4 and "val/loss" in summary["val"]
+
+
+def test_final_checkpoint_keeps_lightnings_state_key():
+    """Checkpoints written under Lightning's ModelCheckpoint resume with their state (else last.ckpt is not
+    overwritten: a new last-v1.ckpt appears beside it, and `--ckpt_path last` tools read the stale one)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from hsd_lightning.training import FinalModelCheckpoint
+
+    kw = dict(monitor="val/loss", mode="min", save_top_k=1, save_last=True)
+    assert FinalModelCheckpoint(**kw).state_key == ModelCheckpoint(**kw).state_key

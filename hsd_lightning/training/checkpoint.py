@@ -12,6 +12,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 
 class FinalModelCheckpoint(ModelCheckpoint):
+    @property
+    def state_key(self) -> str:
+        # Lightning's ModelCheckpoint key: a checkpoint written before this class existed resumes with its state
+        # (best score, the path of last.ckpt to overwrite), and one written now resumes under plain ModelCheckpoint
+        return ModelCheckpoint.__qualname__ + super().state_key[len(type(self).__qualname__):]
+
     def on_train_end(self, trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
         # _should_skip_saving_checkpoint is Lightning's own test: not fitting, fast_dev_run, or this step already saved
