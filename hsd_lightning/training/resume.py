@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# last.ckpt (written at each validation) and latest-step=N.ckpt (every N steps, presets/base.yaml)
+# last.ckpt (written at each validation and at the end of fit) and latest-step=N.ckpt (every N steps, presets/base.yaml)
 LAST_NAMES = re.compile(r"(last|latest-step=\d+)(-v\d+)?")
 
 
