@@ -81,5 +81,5 @@ if [[ $STEP == report || $STEP == all ]]; then
   for f in runs/smollm2_${TASK}_*/version_*/fit_summary.json; do
     [[ -e $f ]] && cp "$f" docs/results/$TASK/logs/fit_summary_$(basename "$(dirname "$(dirname "$f")")").json
   done
-  cp runs/logs/${TASK}_fit_*.log docs/results/$TASK/logs/ 2>/dev/null || true
+  cp runs/logs/${TASK}_{fit,validate}_*.log docs/results/$TASK/logs/ 2>/dev/null || true
 fi
