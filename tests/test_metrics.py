@@ -177,3 +177,37 @@ def test_report_shows_the_input_line_of_each_template(prompt, line):
     from hsd_lightning.evaluation.report import _source_line
 
     assert _source_line(prompt) == line
+
+
+def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
+    from hsd_lightning.evaluation.targets import hsd_vs_skipdecode, load_groups, main as targets_main, vanilla_cost
+    # (weights, decoder, avg layers, R-L, BERTScore): the FT run has vanilla 50; the skip-aware run 49 (2 % cost) with
+    # HSD s=1 at 18 layers (0.60 L) keeping 96 % / 97 %, HSD s=2 at 16 layers (0.53 L: too deep for its target),
+    # SkipDecode at 17 layers beaten by HSD s=2 below it on R-L but not BERTScore; an always-run HSD row that would
+    # win is left out
+    ckpt = {"FT": "runs/ft/version_0/checkpoints/last.ckpt", "skip-aware FT": "runs/sa/version_0/checkpoints/last.ckpt"}
+    runs = [("FT", "vanilla", 30.0, 50.0, 90.0),
+            ("skip-aware FT", "vanilla", 30.0, 49.0, 90.0),
+            ("skip-aware FT", "hsd(s=1,min=0,max=10)", 18.0, 47.04, 87.3),
+            ("skip-aware FT", "hsd(s=2,min=0,max=10)", 16.0, 46.0, 80.0),
+            ("skip-aware FT", "hsd(s=2,min=0,max=10,always=1)", 16.5, 48.0, 89.0),
+            ("skip-aware FT", "skipdecode(min=8,max=20)", 17.0, 45.0, 81.0)]
+    for i, (kind, name, avg, rl, bs) in enumerate(runs):
+        d = tmp_path / "runs" / str(i)
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({
+            "dataset": "e2e", "model": "m", "decoder": name, "decoder_name": name.split("(")[0], "training": kind,
+            "checkpoint": ckpt[kind], "num_beams": 4, "avg_layer": avg, "rougeL": rl, "bertscore": bs}))
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--no_paper"])
+    groups = load_groups([str(tmp_path / "rep" / "report.csv")])
+    targets_main([str(tmp_path / "rep" / "report.csv"), "--out", str(tmp_path / "targets.md")])
+    md = (tmp_path / "targets.md").read_text()
+    sa = "e2e / m / skip-aware FT (sa/last.ckpt) / beam 4"
+    assert f"| {sa} | hsd(s=1,min=0,max=10) | >= 95 % at <= 0.62 L | 0.60 | 96.0 | 97.0 | **met** |" in md
+    assert f"| {sa} | hsd(s=2,min=0,max=10) | >= 90 % at <= 0.50 L | 0.53 | 93.9 | 88.9 | not met |" in md
+    [sd] = hsd_vs_skipdecode({sa: groups[sa]})
+    assert (sd["hsd"], sd["met"]) == ("hsd(s=2,min=0,max=10)", False)  # 93.9 > 91.8 on R-L, 88.9 < 90.0 BERTScore
+    [cost] = vanilla_cost(groups)
+    assert cost["group"] == sa and cost["cost"] == pytest.approx(2.0) and cost["met"]
+    with pytest.raises(SystemExit, match="no such report: nope.csv"):
+        targets_main(["nope.csv"])

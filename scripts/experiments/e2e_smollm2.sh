@@ -16,6 +16,10 @@ CKPT=$(ls -d $RUN/version_*/checkpoints/last.ckpt 2>/dev/null | sort -V | tail -
 # paper rows (E in 36-layer units, scaled to 30 layers by the sweep): vanilla, HSD s=1/2 E_max 12 -> 10,
 # SkipDecode (10,24) -> (8,20); --always_run 1 adds each skipping row with layer 1 always on
 ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}]]'
+# the paper's 11 rows (E in 36-layer units, scaled to 30 layers by the sweep) plus HSD s=1 E_max 12 with layer 1
+# always run; the static rows first and the two CALM rows (~5 s per MR at beam 4) last, so an interrupted sweep has
+# the cheap rows; finished rows are kept when a sweep is rerun
+ALL_ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["hsd",{"s":1,"e_min":0,"e_max":18}],["hsd",{"s":2,"e_min":0,"e_max":18}],["hsd",{"s":1,"e_min":0,"e_max":8}],["hsd",{"s":2,"e_min":0,"e_max":8}],["skipdecode",{"e_min":10,"e_max":20}],["calm",{"d":0.005}],["calm",{"d":0.02}]]'
 if [[ $STEP == fit || $STEP == all ]]; then
   mkdir -p runs/logs
   $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml 2>&1 | tee runs/logs/fit_skipaware.log
@@ -29,21 +33,18 @@ if [[ $STEP == sweep || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --ckpt_path "$CKPT" --quiet \
       --decoders "$ROWS" --always_run 1 --out runs/results/e2e/skipaware_beam4 --data.init_args.max_eval_samples 200
 fi
-if [[ $STEP == zeroshot || $STEP == all ]]; then  # the same inputs and settings without any adapter
+if [[ $STEP == zeroshot || $STEP == all ]]; then  # the same inputs and settings without any adapter, the same rows
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter null \
-      --model.train_plans null --quiet --no_agreement --out runs/results/e2e/zeroshot_beam4 \
-      --decoders '[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":2,"e_min":0,"e_max":12}]]' \
+      --model.train_plans null --quiet --out runs/results/e2e/zeroshot_beam4 --decoders "$ALL_ROWS" \
       --data.init_args.max_eval_samples 200
 fi
-# the standard fine-tune: vanilla, HSD (also with layer 1 always on for s=1), SkipDecode, CALM
-LORA_ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]'
 last_of() { ls -t runs/$1/version_*/checkpoints/{last,latest-step=*}.ckpt 2>/dev/null | head -1; }
 if [[ $STEP == fit_lora ]]; then
   $PY main.py fit --config configs/smollm2_e2e_lora.yaml --ckpt_path last 2>&1 | tee -a runs/logs/fit_lora.log
 fi
 if [[ $STEP == sweep_lora ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_lora.yaml --ckpt_path "$(last_of smollm2_e2e_lora)" \
-      --quiet --decoders "$LORA_ROWS" --out runs/results/e2e/lora_beam4 --data.init_args.max_eval_samples 200
+      --quiet --decoders "$ALL_ROWS" --out runs/results/e2e/lora_beam4 --data.init_args.max_eval_samples 200
 fi
 if [[ $STEP == fit_more ]]; then  # +200 steps from the shipped adapter, on a different seeded subset
   $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware \
@@ -72,4 +73,5 @@ if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
       $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000}_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
+  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
 fi

@@ -1,0 +1,141 @@
+"""The skip-aware fine-tuning targets, checked on every table the reports hold (one Markdown file).
+
+    python -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md
+
+Three checks, each per group of rows decoded from one set of weights at one beam width (as the reports group them):
+* quality kept at depth: HSD s=1 (E_max 10 of 30 layers) keeps >= 95 % of its own vanilla R-L *and* BERTScore at
+  <= 0.62 L average layers; HSD s=2 (E_max 10) >= 90 % at <= 0.50 L (the issue's E2E targets, shown for every task);
+* HSD beats SkipDecode at equal or lower depth: for each SkipDecode row, the best HSD row with no more average layers
+  must score higher on R-L and on BERTScore (rows with always-run layers are left out of both sides: they change
+  the plan);
+* skip-aware fine-tuning costs vanilla decoding <= 3 % of the standard fine-tune's vanilla R-L (same task, beam).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+from pathlib import Path
+
+from .report import group_title
+
+# (decoder, share of vanilla R-L and BERTScore to keep, most average layers as a share of L)
+DEPTH_TARGETS = [("hsd(s=1,min=0,max=10)", 95.0, 0.62), ("hsd(s=2,min=0,max=10)", 90.0, 0.50)]
+VANILLA_COST = 3.0  # % of the standard fine-tune's vanilla R-L that skip-aware training may cost
+
+
+def _num(x: str) -> float | None:
+    return float(x) if x not in ("", None) else None
+
+
+def load_groups(paths: list[str]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = {}
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                r["num_beams"] = int(float(r["num_beams"])) if r.get("num_beams") else None
+                for k in ("avg_layer", "rougeL", "pct_rougeL", "bertscore", "pct_bertscore"):
+                    r[k] = _num(r.get(k, ""))
+                groups.setdefault(group_title(r), []).append(r)
+    return groups
+
+
+def _family(decoder: str) -> str:
+    return re.match(r"[a-z]+", decoder).group(0)
+
+
+def _vanilla(rows: list[dict]) -> dict | None:
+    return next((r for r in rows if r["decoder"] == "vanilla"), None)
+
+
+def depth_checks(groups: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for title, rows in groups.items():
+        base = _vanilla(rows)
+        if base is None:
+            continue
+        for name, keep, depth in DEPTH_TARGETS:
+            r = next((r for r in rows if r["decoder"] == name), None)
+            if r is None:
+                continue
+            share = r["avg_layer"] / base["avg_layer"]
+            met = r["pct_rougeL"] >= keep and r["pct_bertscore"] >= keep and share <= depth
+            out.append({"group": title, "decoder": name, "target": f">= {keep:g} % at <= {depth:.2f} L",
+                        "depth": share, "pct_rougeL": r["pct_rougeL"], "pct_bertscore": r["pct_bertscore"],
+                        "met": met})
+    return out
+
+
+def hsd_vs_skipdecode(groups: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for title, rows in groups.items():
+        plain = [r for r in rows if "always" not in r["decoder"] and r["pct_rougeL"] is not None]
+        hsd = [r for r in plain if _family(r["decoder"]) == "hsd"]
+        for sd in (r for r in plain if _family(r["decoder"]) == "skipdecode"):
+            rivals = [h for h in hsd if h["avg_layer"] <= sd["avg_layer"]]
+            best = max(rivals, key=lambda h: h["pct_rougeL"], default=None)
+            out.append({"group": title, "skipdecode": sd["decoder"], "sd_layers": sd["avg_layer"],
+                        "sd_rougeL": sd["pct_rougeL"], "sd_bertscore": sd["pct_bertscore"],
+                        "hsd": best and best["decoder"], "hsd_layers": best and best["avg_layer"],
+                        "hsd_rougeL": best and best["pct_rougeL"], "hsd_bertscore": best and best["pct_bertscore"],
+                        "met": bool(best) and best["pct_rougeL"] > sd["pct_rougeL"]
+                        and best["pct_bertscore"] > sd["pct_bertscore"]})
+    return out
+
+
+def vanilla_cost(groups: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for title, rows in groups.items():
+        base = _vanilla(rows)
+        if base is None or base["training"] != "skip-aware FT":
+            continue
+        standard = [_vanilla(g) for g in groups.values()
+                    if g[0]["training"] == "FT" and g[0]["dataset"] == base["dataset"]
+                    and g[0]["model"] == base["model"] and g[0]["num_beams"] == base["num_beams"] and _vanilla(g)]
+        for ft in standard:
+            cost = 100.0 * (1 - base["rougeL"] / ft["rougeL"])
+            out.append({"group": title, "ft_rougeL": ft["rougeL"], "rougeL": base["rougeL"], "cost": cost,
+                        "met": cost <= VANILLA_COST})
+    return out
+
+
+def _f(x, fmt="{:.1f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def markdown(groups: dict[str, list[dict]]) -> str:
+    yes = {True: "**met**", False: "not met"}
+    md = ["## Quality kept at depth (HSD E_max 10)\n",
+          "| weights | decoder | target | layers / L | % vanilla R-L | % vanilla BERTScore | |",
+          "|---|---|---|---|---|---|---|"]
+    md += [f"| {c['group']} | {c['decoder']} | {c['target']} | {c['depth']:.2f} | {_f(c['pct_rougeL'])} | "
+           f"{_f(c['pct_bertscore'])} | {yes[c['met']]} |" for c in depth_checks(groups)]
+    md += ["", "## HSD against SkipDecode at equal or lower depth (R-L and BERTScore, % of vanilla)\n",
+           "| weights | SkipDecode | layers | R-L % | BERTScore % | best HSD at <= its layers | layers | R-L % | "
+           "BERTScore % | |", "|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {c['group']} | {c['skipdecode']} | {c['sd_layers']:.2f} | {_f(c['sd_rougeL'])} | "
+           f"{_f(c['sd_bertscore'])} | {c['hsd'] or 'none'} | {_f(c['hsd_layers'], '{:.2f}')} | "
+           f"{_f(c['hsd_rougeL'])} | {_f(c['hsd_bertscore'])} | {yes[c['met']]} |" for c in hsd_vs_skipdecode(groups)]
+    md += ["", f"## What skip-aware fine-tuning costs vanilla decoding (target: <= {VANILLA_COST:g} %)\n",
+           "| skip-aware weights | standard FT vanilla R-L | skip-aware vanilla R-L | cost % | |", "|---|---|---|---|---|"]
+    md += [f"| {c['group']} | {c['ft_rougeL']:.2f} | {c['rougeL']:.2f} | {c['cost']:.1f} | {yes[c['met']]} |"
+           for c in vanilla_cost(groups)]
+    return "\n".join(md) + "\n"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reports", nargs="+", help="report.csv files written by hsd_lightning.evaluation.report")
+    p.add_argument("--out", default=None, help="write the Markdown here (default: print only)")
+    args = p.parse_args(argv)
+    missing = [r for r in args.reports if not Path(r).is_file()]
+    if missing:
+        raise SystemExit(f"no such report: {missing[0]}; run python -m hsd_lightning.evaluation.report first")
+    text = markdown(load_groups(args.reports))
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
