@@ -180,7 +180,8 @@ def test_report_shows_the_input_line_of_each_template(prompt, line):
 
 
 def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
-    from hsd_lightning.evaluation.targets import hsd_vs_skipdecode, load_groups, main as targets_main, vanilla_cost
+    from hsd_lightning.evaluation.targets import hsd_vs_skipdecode, load_groups, vanilla_cost
+    from hsd_lightning.evaluation.targets import main as targets_main
     # (weights, decoder, avg layers, R-L, BERTScore): the FT run has vanilla 50; the skip-aware run 49 (2 % cost) with
     # HSD s=1 at 18 layers (0.60 L) keeping 96 % / 97 %, HSD s=2 at 16 layers (0.53 L: too deep for its target),
     # SkipDecode at 17 layers beaten by HSD s=2 below it on R-L but not BERTScore; an always-run HSD row that would
