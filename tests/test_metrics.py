@@ -208,6 +208,12 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     assert f"| {sa} | hsd(s=2,min=0,max=10) | >= 90 % at <= 0.50 L | 0.53 | 93.9 | 88.9 | not met |" in md
     [sd] = hsd_vs_skipdecode({sa: groups[sa]})
     assert (sd["hsd"], sd["met"]) == ("hsd(s=2,min=0,max=10)", False)  # 93.9 > 91.8 on R-L, 88.9 < 90.0 BERTScore
+    # the HSD row best on R-L loses on BERTScore, but another one at lower depth wins on both: met
+    rows = [{"decoder": d, "avg_layer": a, "pct_rougeL": rl, "pct_bertscore": bs} for d, a, rl, bs in [
+        ("skipdecode(min=8,max=20)", 17.0, 80.0, 80.0), ("hsd(s=1,min=0,max=7)", 16.0, 90.0, 70.0),
+        ("hsd(s=2,min=0,max=10)", 15.0, 85.0, 85.0), ("hsd(s=1,min=0,max=10)", 18.0, 99.0, 99.0)]]
+    [sd] = hsd_vs_skipdecode({"g": rows})
+    assert (sd["hsd"], sd["met"]) == ("hsd(s=2,min=0,max=10)", True)
     [cost] = vanilla_cost(groups)
     assert cost["group"] == sa and cost["cost"] == pytest.approx(2.0) and cost["met"]
     with pytest.raises(SystemExit, match="no such report: nope.csv"):
