@@ -121,6 +121,8 @@ def quiet_libraries() -> None:
 
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own use of a deprecated torch API
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft's use of a transformers API
+    # a resumed row whose inputs are all written already has an empty predict loader: expected, not a mistake
+    warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
