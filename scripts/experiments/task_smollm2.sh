@@ -2,12 +2,15 @@
 # One task of the paper's grid on SmolLM2-135M (CPU): the standard LoRA fine-tune and a skip-aware fine-tune, each
 # decoded on fixed test inputs under the issue's rows, then the report under docs/results/<task>.
 #   bash scripts/experiments/task_smollm2.sh <e2e|commongen|xsum|cnndm|healthcaremagic> \
-#        [fit_lora|export_lora|sweep_lora|fit_skip|export_skip|sweep_skip|report|all]
+#        [fit_lora|export_lora|sweep_lora|fit_skip|export_skip|sweep_skip|fit_skip_more|sweep_skip_more|report|all]
 # Skip-aware fine-tuning comes two ways:
 #   SKIP_FROM=scratch (default): configs/smollm2_<task>_skipaware.yaml from the base model (the standard recipe, each
 #                                row under one plan);
 #   SKIP_FROM=ft: continue the standard fine-tune's adapter under the plans for SKIP_STEPS steps on other training
 #                 pairs (data seed 44), with self-distillation from the full-depth pass (DISTILL).
+# fit_skip_more continues the skip-aware run (SKIP_FROM=scratch) with the same recipe and training pairs up to
+# SKIP_TOTAL optimizer steps in all (more epochs; the learning rate is constant after warm-up), as its own run
+# <skip run>_<SKIP_TOTAL>, so the one-epoch weights and their tables stay as they are; sweep_skip_more decodes it.
 # Sizes follow the issue: 200 test inputs for E2E, 100 for CommonGen and XSum, 50 for the long-output tasks; beam 4
 # (BEAMS=1 for greedy where beam 4 does not fit the CPU; the report says which). ROWS overrides the decoders.
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
@@ -65,6 +68,17 @@ if [[ $STEP == fit_skip || $STEP == all ]]; then
     $PY main.py fit --config configs/smollm2_${TASK}_skipaware.yaml --ckpt_path last \
         2>&1 | tee -a runs/logs/${TASK}_fit_skip_$SKIP_FROM.log
   fi
+fi
+MORE=${SKIP}_${SKIP_TOTAL:-0}
+if [[ $STEP == fit_skip_more ]]; then
+  [[ $SKIP_FROM == scratch && ${SKIP_TOTAL:-0} -gt 0 ]] || { echo "fit_skip_more: set SKIP_TOTAL (optimizer steps in all, e.g. two epochs) with SKIP_FROM=scratch" >&2; exit 2; }
+  START=last  # a killed continuation resumes itself; the first start restores the one-epoch run's full state
+  [[ -n "$(last_of $MORE)" ]] || START=$(last_of $SKIP)
+  $PY main.py fit --config configs/smollm2_${TASK}_skipaware.yaml --trainer.max_steps $SKIP_TOTAL \
+      --trainer.logger.init_args.name $MORE --ckpt_path "$START" 2>&1 | tee -a runs/logs/${TASK}_fit_skip_$SKIP_TOTAL.log
+fi
+if [[ $STEP == sweep_skip_more ]]; then
+  sweep configs/smollm2_${TASK}_skipaware.yaml "$(last_of $MORE)" runs/results/$TASK/skipaware_${SKIP_TOTAL}_beam$BEAMS
 fi
 if [[ $STEP == export_skip || $STEP == all ]]; then
   $PY -m hsd_lightning.models.adapters --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" \
