@@ -9,6 +9,7 @@ are scaled by L/36 and rounded (``schedules.scale_exit``): SmolLM2's 30 layers t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def paper_decoders(num_layers: int, rows=PAPER_ROWS, always_run: list[int] | Non
 
 def add_agreement(model, dm, out: Path, decoders, t_max: int) -> None:
     """Agreement with vanilla for every static-plan decoder, teacher-forced on vanilla's predictions of this
-    sweep; written into each run's metrics.json (``agreement``, in %)."""
+    sweep; written into each run's metrics.json (``agreement``, in %). A row whose metrics already hold agreement
+    against the same vanilla outputs and ``t_max`` (``agreement_reference``) is not computed again, so a resumed
+    sweep pays only for its new rows."""
     from ..decoding import CALM
     from .agreement import agreement_counts
 
@@ -44,12 +47,16 @@ def add_agreement(model, dm, out: Path, decoders, t_max: int) -> None:
         print("no vanilla row in this sweep: agreement with vanilla is not computed")
         return
     preds = [json.loads(line) for line in (out / vanilla[0].describe() / "predictions.jsonl").read_text().splitlines()]
+    reference = hashlib.sha256(json.dumps([t_max, [(r["id"], r["token_ids"]) for r in preds]]).encode()).hexdigest()
+    static = [d for d in decoders if not isinstance(d, CALM)
+              and json.loads((out / d.describe() / "metrics.json").read_text()).get("agreement_reference") != reference]
+    if not static:
+        return
     ds = dm.dataset_for(dm.hparams.predict_split, "generate")
     prompt_of = dict(zip(ds["id"], ds["prompt_ids"]))
     prompts = [prompt_of[r["id"]] for r in preds]
     conts = [r["token_ids"] for r in preds]
     model.eval()
-    static = [d for d in decoders if not isinstance(d, CALM)]
     counts = agreement_counts(model.model, static, prompts, conts, dm.tokenizer.pad_token_id, t_max,
                               batch_size=dm.hparams.eval_batch_size)
     for dec in static:
@@ -58,6 +65,7 @@ def add_agreement(model, dm, out: Path, decoders, t_max: int) -> None:
         metrics = json.loads(path.read_text())
         metrics["agreement"] = 100.0 * agree / total if total else float("nan")
         metrics["agreement_positions"] = total
+        metrics["agreement_reference"] = reference
         path.write_text(json.dumps(metrics, indent=2))
 
 

@@ -118,7 +118,12 @@ class PredictionScorer(BasePredictionWriter):
         self.metrics = {**self.run, "decoder_name": dec.name, "decoder_settings": dec.settings(),
                         "num_layers": pl_module.model.config.num_hidden_layers, "training": pl_module.training_kind,
                         **metrics}
-        (self.dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
+        # agreement with vanilla (added by the sweep) depends on vanilla's outputs and the run settings, which a
+        # resumed folder shares: keep it, with the reference it was computed against, instead of dropping it
+        old = self.dir / "metrics.json"
+        if old.exists():
+            self.metrics.update({k: v for k, v in json.loads(old.read_text()).items() if k.startswith("agreement")})
+        old.write_text(json.dumps(self.metrics, indent=2))
         for logger in trainer.loggers:
             logger.log_metrics({f"{dec.describe()}/{k}": v for k, v in metrics.items()}, step=0)
             exp = getattr(logger, "experiment", None)

@@ -1,0 +1,66 @@
+"""The sweep driver: one model, many decoder rows, each written and scored in its own folder; a rerun keeps finished
+rows and computes agreement with vanilla only for rows that lack it."""
+import json
+
+import pytest
+
+from hsd_lightning.cli import CONFIG_DIR
+from hsd_lightning.evaluation import agreement, sweep
+
+ROWS = [["vanilla", {}], ["hsd", {"s": 1, "e_min": 0, "e_max": 12}], ["calm", {"d": 0.3}]]
+
+
+def _run(tmp_path, fixture_dir, rows):
+    sweep.main(["--config", str(CONFIG_DIR / "default.yaml"), "--model.adapter", "null",
+                "--model.model_name_or_path", "tiny-llama", "--data.init_args.data_dir", str(fixture_dir),
+                "--data.init_args.max_eval_samples", "3", "--data.init_args.eval_batch_size", "2",
+                "--model.max_new_tokens", "4", "--model.num_beams", "1", "--trainer.callbacks.bertscore=false",
+                "--trainer.logger.init_args.save_dir", str(tmp_path), "--quiet", "--out", str(tmp_path / "sweep"),
+                "--decoders", json.dumps(rows)])
+
+
+def _read(tmp_path, row):
+    d = tmp_path / "sweep" / row
+    return json.loads((d / "metrics.json").read_text()), (d / "predictions.jsonl").read_text()
+
+
+def test_sweep_rows_agreement_and_resume(tmp_path, fixture_dir, monkeypatch):
+    _run(tmp_path, fixture_dir, ROWS)
+    # tiny-llama has 6 layers: the paper's E_max 12 (36 layers) becomes 2
+    names = ["vanilla", "hsd(s=1,min=0,max=2)", "calm(d=0.3)"]
+    first = {n: _read(tmp_path, n) for n in names}
+    for n, (metrics, preds) in first.items():
+        assert metrics["decoder"] == n and metrics["examples"] == 3 and len(preds.splitlines()) == 3
+    vanilla_tokens = [json.loads(line)["token_ids"] for line in first["vanilla"][1].splitlines()]
+    steps = sum(len(t) - 1 for t in vanilla_tokens)  # generated tokens 1.. are the scheduled steps
+    assert first["vanilla"][0]["agreement"] == 100.0 and first["vanilla"][0]["agreement_positions"] == steps
+    hsd = first["hsd(s=1,min=0,max=2)"][0]
+    assert 0.0 <= hsd["agreement"] <= 100.0 and hsd["agreement_positions"] == steps
+    assert "agreement" not in first["calm(d=0.3)"][0]  # CALM's plan depends on its own confidences: not static
+
+    # rerun with one new row: finished rows are not decoded again, agreement runs for the new row only
+    calls = []
+    real = agreement.agreement_counts
+
+    def spy(model, decoders, *args, **kwargs):
+        calls.append([d.describe() for d in decoders])
+        return real(model, decoders, *args, **kwargs)
+
+    monkeypatch.setattr(agreement, "agreement_counts", spy)
+    _run(tmp_path, fixture_dir, [*ROWS, ["hsd", {"s": 2, "e_min": 0, "e_max": 12}]])
+    assert calls == [["hsd(s=2,min=0,max=2)"]]
+    for n in names:
+        assert _read(tmp_path, n) == first[n]  # same predictions, same metrics (agreement kept)
+    assert _read(tmp_path, "hsd(s=2,min=0,max=2)")[0]["agreement_positions"] == steps
+
+    # a rerun with nothing new computes nothing
+    calls.clear()
+    _run(tmp_path, fixture_dir, ROWS)
+    assert calls == []
+
+
+def test_sweep_refuses_a_config_without_scorer(tmp_path, fixture_dir):
+    with pytest.raises(ValueError, match="no PredictionScorer callback; add presets/base.yaml"):
+        sweep.main(["--config", str(CONFIG_DIR / "default.yaml"), "--model.adapter", "null",
+                    "--model.model_name_or_path", "tiny-llama", "--data.init_args.data_dir", str(fixture_dir),
+                    "--trainer.callbacks=[]", "--quiet", "--out", str(tmp_path / "sweep")])
