@@ -122,7 +122,12 @@ def test_report_copies_predictions_beside_the_tables(tmp_path):
     copied = list((tmp_path / "rep" / "predictions").rglob("hsd(s=1).jsonl"))
     assert len(copied) == 1 and copied[0].parent.name == "e2e_m_zero-shot_beam_4"
     assert json.loads(copied[0].read_text()) == {"id": "e2e-test-0", "input": "Attributes: name[X]",
-                                                 "prediction": "X is.", "avg_layers": 3.0}
+                                                 "prediction": "X is.", "avg_layers": 3.0, "passes": 3}
+    # the depth tool reads the copy as it reads the run's own file
+    from hsd_lightning.evaluation.depth import main as depth_main
+    depth_main([str(copied[0]), "--num_layers", "6", "--t_max", "2", "--out", str(tmp_path / "d.md"),
+                "--decoders", '[["vanilla", {}]]'])
+    assert "| 2 | 6.00 (1.000 L) |" in (tmp_path / "d.md").read_text()
 
 
 def test_pair_bertscore_equals_torchmetrics_pair_by_pair_and_ignores_batching():

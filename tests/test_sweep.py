@@ -37,6 +37,12 @@ def test_sweep_rows_agreement_and_resume(tmp_path, fixture_dir, monkeypatch):
     hsd = first["hsd(s=1,min=0,max=2)"][0]
     assert 0.0 <= hsd["agreement"] <= 100.0 and hsd["agreement_positions"] == steps
     assert "agreement" not in first["calm(d=0.3)"][0]  # CALM's plan depends on its own confidences: not static
+    # the depth tool reproduces the decoded Avg. Layer from the output lengths alone (static plans)
+    from hsd_lightning.decoding import build_decoder
+    from hsd_lightning.evaluation.depth import average_layers
+
+    passes = [len(json.loads(line)["layers_per_token"]) for line in first["hsd(s=1,min=0,max=2)"][1].splitlines()]
+    assert average_layers(build_decoder("hsd", s=1, e_min=0, e_max=2), passes, 6, 4) == pytest.approx(hsd["avg_layer"])
 
     # rerun with one new row: finished rows are not decoded again, agreement runs for the new row only
     calls = []
@@ -64,3 +70,23 @@ def test_sweep_refuses_a_config_without_scorer(tmp_path, fixture_dir):
         sweep.main(["--config", str(CONFIG_DIR / "default.yaml"), "--model.adapter", "null",
                     "--model.model_name_or_path", "tiny-llama", "--data.init_args.data_dir", str(fixture_dir),
                     "--trainer.callbacks=[]", "--quiet", "--out", str(tmp_path / "sweep")])
+
+
+def test_depth_by_hand():
+    from hsd_lightning.decoding import build_decoder
+    from hsd_lightning.evaluation.depth import average_layers
+
+    hsd = build_decoder("hsd", s=1, e_min=0, e_max=2)
+    # L=6, t_max=2: t=1 runs n=1 -> {5,6} | evens {2,4,6} = 4 layers; t=2 (and later, clamped) n=0 -> {6} | evens = 3
+    assert average_layers(hsd, [4], 6, 2) == (4 + 3 + 3) / 3
+    assert average_layers(hsd, [1, 2], 6, 2) == 4.0  # a one-pass output has no scheduled step
+    assert average_layers(build_decoder("vanilla"), [5, 3], 6, 2) == 6.0
+
+
+def test_depth_refuses_calm(tmp_path):
+    from hsd_lightning.evaluation.depth import main
+
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"layers_per_token": [6, 3, 3]}) + "\n")
+    with pytest.raises(SystemExit, match=r"decoder 'calm\(d=0.02\)' has no static plan"):
+        main([str(preds), "--num_layers", "6", "--t_max", "4", "--decoders", '[["calm", {"d": 0.02}]]'])

@@ -102,10 +102,13 @@ def copy_predictions(groups: dict[str, list[dict]], folder: Path) -> None:
             with (sub / f"{r['decoder']}.jsonl").open("w", encoding="utf-8") as f:
                 for line in src.read_text(encoding="utf-8").splitlines():
                     rec = json.loads(line)
-                    lpt = rec.get("layers_per_token", [])[1:]
+                    passes = rec.get("layers_per_token", [])
+                    lpt = passes[1:]
+                    # passes: forward passes of this output (prompt pass included); evaluation/depth.py reads it
                     f.write(json.dumps({"id": rec["id"], "input": _source_line(rec["prompt"]),
                                         "prediction": rec["prediction"],
-                                        "avg_layers": round(sum(lpt) / len(lpt), 2) if lpt else None},
+                                        "avg_layers": round(sum(lpt) / len(lpt), 2) if lpt else None,
+                                        "passes": len(passes)},
                                        ensure_ascii=False) + "\n")
 
 
