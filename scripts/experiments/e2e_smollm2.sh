@@ -71,7 +71,25 @@ fi
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
-      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000}_beam4 2>/dev/null) \
+      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40}_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
   $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
+fi
+# t_max 40 instead of 64: E2E outputs (median 29 tokens, max 44) end long before 64, so eq. 4 keeps its deep early
+# budget and HSD s=1 E_max 10 cannot go below 0.637 L (docs/results/e2e/depth_vs_tmax.md); at t_max 40 the same plan
+# runs 0.616 L. fit_t40 continues the 1000-step adapter for 200 steps on other pairs (data seed 47) under the plans at
+# t_max 40 (max_new_tokens stays 64); sweep_t40 decodes it with t_max 40.
+if [[ $STEP == fit_t40 ]]; then
+  [[ -d runs/adapters/smollm2-e2e-skipaware-1000 ]] || $PY -m hsd_lightning.models.adapters \
+      --config configs/smollm2_e2e_skipaware.yaml --model.adapter smollm2-e2e-skipaware-800 \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_1000)" --out runs/adapters/smollm2-e2e-skipaware-1000
+  $PY main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter runs/adapters/smollm2-e2e-skipaware-1000 \
+      --model.t_max 40 --data.init_args.seed 47 --data.init_args.max_train_samples 1600 --trainer.max_steps 200 \
+      --trainer.logger.init_args.name smollm2_e2e_skipaware_t40 --ckpt_path last 2>&1 | tee -a runs/logs/fit_t40.log
+fi
+if [[ $STEP == sweep_t40 ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml \
+      --model.adapter runs/adapters/smollm2-e2e-skipaware-1000 --model.t_max 40 \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_t40)" --quiet --out runs/results/e2e/skipaware_t40_beam4 \
+      --decoders "$ROWS" --always_run 1 --data.init_args.max_eval_samples 200
 fi
