@@ -91,5 +91,5 @@ if [[ $STEP == sweep_t40 ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml \
       --model.adapter runs/adapters/smollm2-e2e-skipaware-1000 --model.t_max 40 \
       --ckpt_path "$(last_of smollm2_e2e_skipaware_t40)" --quiet --out runs/results/e2e/skipaware_t40_beam4 \
-      --decoders "$ROWS" --always_run 1 --data.init_args.max_eval_samples 200
+      --decoders "$ROWS" --data.init_args.max_eval_samples 200
 fi
