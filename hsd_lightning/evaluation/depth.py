@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ..decoding import build_paper_decoder
+from ..decoding import CALM, build_paper_decoder
 
 # the issue's target rows in the paper's 36-layer units (scaled to the model's depth): HSD s=1/s=2 E_max 12,
 # SkipDecode (10, 24)
@@ -30,9 +30,8 @@ def average_layers(decoder, passes: list[int], num_layers: int, t_max: int) -> f
     """Average layers per scheduled step of ``decoder`` over outputs of ``passes[b]`` forward passes each (pass 0 is
     the prompt pass, which is not counted; ``len(layers_per_token)`` of a prediction record)."""
     total = steps = 0
-    for n in passes:
-        for t in range(1, n):
-            total += len(decoder.layers_for_step(min(t, t_max), num_layers, t_max))
+    for n in passes:  # the schedules hold their t_max value past t_max
+        total += sum(len(decoder.layers_for_step(t, num_layers, t_max)) for t in range(1, n))
         steps += max(n - 1, 0)
     return total / steps if steps else float("nan")
 
@@ -69,7 +68,7 @@ def main(argv=None):
     rows = json.loads(args.decoders) if args.decoders else TARGET_ROWS
     decoders = [build_paper_decoder(name, kw, args.num_layers) for name, kw in rows]
     for d in decoders:
-        if d.name not in ("vanilla", "skipdecode", "hsd"):
+        if isinstance(d, CALM):  # the one decoder without a static plan (as in the sweep's agreement pass)
             raise SystemExit(f"decoder {d.describe()!r} has no static plan (its depth depends on the model's "
                              "confidences); pass vanilla, skipdecode or hsd rows in --decoders")
     try:  # a run's predictions.jsonl, or a report's copy under docs/results/*/predictions (``passes``)

@@ -5,7 +5,7 @@
 # skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
 # fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it under the paper's 11 rows).
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|report|all]
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh

@@ -70,8 +70,10 @@ if [[ $STEP == fit_skip || $STEP == all ]]; then
   fi
 fi
 MORE=${SKIP}_${SKIP_TOTAL:-0}
+if [[ $STEP == fit_skip_more || $STEP == sweep_skip_more ]] && ! [[ $SKIP_FROM == scratch && ${SKIP_TOTAL:-0} -gt 0 ]]; then
+  echo "$STEP: set SKIP_TOTAL (optimizer steps in all, e.g. two epochs) with SKIP_FROM=scratch" >&2; exit 2
+fi
 if [[ $STEP == fit_skip_more ]]; then
-  [[ $SKIP_FROM == scratch && ${SKIP_TOTAL:-0} -gt 0 ]] || { echo "fit_skip_more: set SKIP_TOTAL (optimizer steps in all, e.g. two epochs) with SKIP_FROM=scratch" >&2; exit 2; }
   START=last  # a killed continuation resumes itself; the first start restores the one-epoch run's full state
   [[ -n "$(last_of $MORE)" ]] || START=$(last_of $SKIP)
   $PY main.py fit --config configs/smollm2_${TASK}_skipaware.yaml --trainer.max_steps $SKIP_TOTAL \
