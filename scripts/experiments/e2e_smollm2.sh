@@ -5,7 +5,7 @@
 # skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
 # fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it under the paper's 11 rows).
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|report|all]
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|fit_full|sweep_full|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -67,11 +67,22 @@ if [[ $STEP == sweep_1000 ]]; then
       --ckpt_path "$(last_of smollm2_e2e_skipaware_1000)" --quiet --out runs/results/e2e/skipaware_1000_beam4 \
       --data.init_args.max_eval_samples 200  # the paper's 11 rows (the sweep's default), finished rows are kept
 fi
+# fit_full: skip-aware *full* fine-tuning from the base model at t_max 40 (configs/smollm2_e2e_skipaware_full.yaml,
+# 400 steps of 8 on a seeded 3,200 pairs), for a rank-8 LoRA may lack the capacity to make early exits as good as the
+# full depth; sweep_full decodes the four target rows at t_max 40 (the config's).
+if [[ $STEP == fit_full ]]; then
+  $PY main.py fit --config configs/smollm2_e2e_skipaware_full.yaml --ckpt_path last 2>&1 | tee -a runs/logs/fit_full.log
+fi
+if [[ $STEP == sweep_full ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware_full.yaml \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_full)" --quiet --out runs/results/e2e/skipaware_full_beam4 \
+      --decoders "$ROWS" --data.init_args.max_eval_samples 200
+fi
 # the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
-      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40}_beam4 2>/dev/null) \
+      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40,skipaware_full}_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
   $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
 fi
