@@ -5,7 +5,7 @@
 # skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
 # fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it under the paper's 11 rows).
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|fit_full|sweep_full|report|all]
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|fit_full|sweep_full|fit_full_more|sweep_full_more|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -78,11 +78,32 @@ if [[ $STEP == sweep_full ]]; then
       --ckpt_path "$(last_of smollm2_e2e_skipaware_full)" --quiet --out runs/results/e2e/skipaware_full_beam4 \
       --decoders "$ROWS" --data.init_args.max_eval_samples 200
 fi
+# fit_full_more: the full fine-tune for more epochs over the same 3,200 pairs, FULL_TOTAL optimizer steps in all (800
+# = 2 epochs, 1200 = the paper's 3; the learning rate is constant after warm-up), each total its own run that starts
+# from the one 400 steps before it, so every stage's weights and table stay; sweep_full_more decodes it like sweep_full.
+if [[ $STEP == fit_full_more || $STEP == sweep_full_more ]]; then
+  TOTAL=${FULL_TOTAL:?set FULL_TOTAL, the optimizer steps in all: 800, 1200, ...}
+  (( TOTAL % 400 == 0 && TOTAL > 400 )) || { echo "FULL_TOTAL=$TOTAL: use a multiple of 400 above 400 (one epoch = 400 steps)" >&2; exit 2; }
+  PREV=smollm2_e2e_skipaware_full
+  if (( TOTAL > 800 )); then PREV=${PREV}_$(( TOTAL - 400 )); fi
+fi
+if [[ $STEP == fit_full_more ]]; then
+  FROM=$(last_of smollm2_e2e_skipaware_full_$TOTAL || true)  # resume this run after a kill, else start from PREV
+  FROM=${FROM:-$(last_of $PREV)}
+  $PY main.py fit --config configs/smollm2_e2e_skipaware_full.yaml --trainer.max_steps $TOTAL \
+      --trainer.max_epochs $(( TOTAL / 400 )) --trainer.logger.init_args.name smollm2_e2e_skipaware_full_$TOTAL \
+      --ckpt_path "$FROM" 2>&1 | tee -a runs/logs/fit_full_$TOTAL.log
+fi
+if [[ $STEP == sweep_full_more ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware_full.yaml \
+      --ckpt_path "$(last_of smollm2_e2e_skipaware_full_$TOTAL)" --quiet --out runs/results/e2e/skipaware_full_${TOTAL}_beam4 \
+      --decoders "$ROWS" --data.init_args.max_eval_samples 200
+fi
 # the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
-      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40,skipaware_full}_beam4 2>/dev/null) \
+      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40,skipaware_full}_beam4 runs/results/e2e/skipaware_full_*00_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
   $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
 fi
