@@ -89,7 +89,8 @@ if [[ $STEP == fit_full_more || $STEP == sweep_full_more ]]; then
 fi
 if [[ $STEP == fit_full_more ]]; then
   FROM=$(last_of smollm2_e2e_skipaware_full_$TOTAL || true)  # resume this run after a kill, else start from PREV
-  FROM=${FROM:-$(last_of $PREV)}
+  FROM=${FROM:-$(last_of $PREV || true)}
+  [[ -n $FROM ]] || { echo "no checkpoint of runs/$PREV to continue: run the $(( TOTAL - 400 ))-step stage first" >&2; exit 2; }
   $PY main.py fit --config configs/smollm2_e2e_skipaware_full.yaml --trainer.max_steps $TOTAL \
       --trainer.max_epochs $(( TOTAL / 400 )) --trainer.logger.init_args.name smollm2_e2e_skipaware_full_$TOTAL \
       --ckpt_path "$FROM" 2>&1 | tee -a runs/logs/fit_full_$TOTAL.log
