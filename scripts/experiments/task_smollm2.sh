@@ -2,7 +2,8 @@
 # One task of the paper's grid on SmolLM2-135M (CPU): the standard LoRA fine-tune and a skip-aware fine-tune, each
 # decoded on fixed test inputs under the rows, then the report under docs/results/<task>.
 #   bash scripts/experiments/task_smollm2.sh <e2e|commongen|xsum|cnndm|healthcaremagic> \
-#        [fit_lora|export_lora|sweep_lora|fit_skip|export_skip|sweep_skip|fit_skip_more|sweep_skip_more|report|all]
+#        [fit_lora|export_lora|sweep_lora|fit_skip|export_skip|sweep_skip|fit_skip_more|sweep_skip_more|
+#         fit_full|sweep_full|report|all]
 # Skip-aware fine-tuning comes two ways:
 #   SKIP_FROM=scratch (default): configs/smollm2_<task>_skipaware.yaml from the base model (the standard recipe, each
 #                                row under one plan);
@@ -81,6 +82,35 @@ if [[ $STEP == fit_skip_more ]]; then
 fi
 if [[ $STEP == sweep_skip_more ]]; then
   sweep configs/smollm2_${TASK}_skipaware.yaml "$(last_of $MORE)" runs/results/$TASK/skipaware_${SKIP_TOTAL}_beam$BEAMS
+fi
+# fit_full / sweep_full: skip-aware *full* fine-tuning from the base model (configs/smollm2_<task>_skipaware_full.yaml:
+# every weight, the plans at the config's t_max), FULL_TOTAL optimizer steps in all (default one epoch, the config's
+# max_steps). Each further epoch is its own run, smollm2_<task>_skipaware_full_<FULL_TOTAL>, started from the epoch
+# before it (its full state: optimizer, step, data order), so every stage's weights and table stay; sweep_full decodes
+# the stage FULL_TOTAL at the config's t_max into runs/results/<task>/skipaware_full_<FULL_TOTAL>_beam<BEAMS>.
+if [[ $STEP == fit_full || $STEP == sweep_full ]]; then
+  FULL=smollm2_${TASK}_skipaware_full
+  [[ -f configs/$FULL.yaml ]] || { echo "$STEP: no configs/$FULL.yaml; write one like configs/smollm2_commongen_skipaware_full.yaml" >&2; exit 2; }
+  EPOCH=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['trainer']['max_steps'])" configs/$FULL.yaml)
+  TOTAL=${FULL_TOTAL:-$EPOCH}
+  (( TOTAL > 0 && TOTAL % EPOCH == 0 )) || { echo "FULL_TOTAL=$TOTAL: use a multiple of $EPOCH (one epoch of configs/$FULL.yaml)" >&2; exit 2; }
+  RUN=$FULL PREV=$FULL
+  if (( TOTAL > EPOCH )); then RUN=${FULL}_$TOTAL; fi
+  if (( TOTAL > 2 * EPOCH )); then PREV=${FULL}_$(( TOTAL - EPOCH )); fi
+fi
+if [[ $STEP == fit_full ]]; then
+  FROM=last  # resumes this stage after a kill (logs continue in its folder); its first start: the stage before it
+  if [[ -z "$(last_of $RUN || true)" ]] && (( TOTAL > EPOCH )); then
+    FROM=$(last_of $PREV || true)
+    [[ -n $FROM ]] || { echo "no checkpoint of runs/$PREV to continue: run FULL_TOTAL=$(( TOTAL - EPOCH )) first" >&2; exit 2; }
+  fi
+  $PY main.py fit --config configs/$FULL.yaml --trainer.max_steps $TOTAL --trainer.max_epochs $(( TOTAL / EPOCH )) \
+      --trainer.logger.init_args.name $RUN --ckpt_path "$FROM" 2>&1 | tee -a runs/logs/${TASK}_fit_full_$TOTAL.log
+fi
+if [[ $STEP == sweep_full ]]; then
+  CKPT=$(last_of $RUN || true)
+  [[ -n $CKPT ]] || { echo "no checkpoint of runs/$RUN: run fit_full with FULL_TOTAL=$TOTAL first" >&2; exit 2; }
+  sweep configs/$FULL.yaml "$CKPT" runs/results/$TASK/skipaware_full_${TOTAL}_beam$BEAMS
 fi
 if [[ $STEP == export_skip || $STEP == all ]]; then
   $PY -m hsd_lightning.models.adapters --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" \
