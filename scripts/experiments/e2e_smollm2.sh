@@ -69,42 +69,20 @@ if [[ $STEP == sweep_1000 ]]; then
 fi
 # fit_full: skip-aware *full* fine-tuning from the base model at t_max 40 (configs/smollm2_e2e_skipaware_full.yaml,
 # 400 steps of 8 on a seeded 3,200 pairs), for a rank-8 LoRA may lack the capacity to make early exits as good as the
-# full depth; sweep_full decodes the four target rows at t_max 40 (the config's).
-if [[ $STEP == fit_full ]]; then
-  $PY main.py fit --config configs/smollm2_e2e_skipaware_full.yaml --ckpt_path last 2>&1 | tee -a runs/logs/fit_full.log
+# full depth; fit_full_more runs further epochs over the same pairs, FULL_TOTAL optimizer steps in all (800, 1200, ...),
+# each its own run started from the epoch before. Both are task_smollm2.sh's fit_full (one mechanism for every task);
+# sweep_full / sweep_full_more decode a stage with the four target rows into runs/results/e2e/skipaware_full_<TOTAL>_beam4.
+if [[ $STEP == fit_full || $STEP == fit_full_more ]]; then
+  bash scripts/experiments/task_smollm2.sh e2e fit_full
 fi
-if [[ $STEP == sweep_full ]]; then
-  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware_full.yaml \
-      --ckpt_path "$(last_of smollm2_e2e_skipaware_full)" --quiet --out runs/results/e2e/skipaware_full_beam4 \
-      --decoders "$ROWS" --data.init_args.max_eval_samples 200
-fi
-# fit_full_more: the full fine-tune for more epochs over the same 3,200 pairs, FULL_TOTAL optimizer steps in all (800
-# = 2 epochs, 1200 = the paper's 3; the learning rate is constant after warm-up), each total its own run that starts
-# from the one 400 steps before it, so every stage's weights and table stay; sweep_full_more decodes it like sweep_full.
-if [[ $STEP == fit_full_more || $STEP == sweep_full_more ]]; then
-  TOTAL=${FULL_TOTAL:?set FULL_TOTAL, the optimizer steps in all: 800, 1200, ...}
-  (( TOTAL % 400 == 0 && TOTAL > 400 )) || { echo "FULL_TOTAL=$TOTAL: use a multiple of 400 above 400 (one epoch = 400 steps)" >&2; exit 2; }
-  PREV=smollm2_e2e_skipaware_full
-  if (( TOTAL > 800 )); then PREV=${PREV}_$(( TOTAL - 400 )); fi
-fi
-if [[ $STEP == fit_full_more ]]; then
-  FROM=$(last_of smollm2_e2e_skipaware_full_$TOTAL || true)  # resume this run after a kill, else start from PREV
-  FROM=${FROM:-$(last_of $PREV || true)}
-  [[ -n $FROM ]] || { echo "no checkpoint of runs/$PREV to continue: run the $(( TOTAL - 400 ))-step stage first" >&2; exit 2; }
-  $PY main.py fit --config configs/smollm2_e2e_skipaware_full.yaml --trainer.max_steps $TOTAL \
-      --trainer.max_epochs $(( TOTAL / 400 )) --trainer.logger.init_args.name smollm2_e2e_skipaware_full_$TOTAL \
-      --ckpt_path "$FROM" 2>&1 | tee -a runs/logs/fit_full_$TOTAL.log
-fi
-if [[ $STEP == sweep_full_more ]]; then
-  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware_full.yaml \
-      --ckpt_path "$(last_of smollm2_e2e_skipaware_full_$TOTAL)" --quiet --out runs/results/e2e/skipaware_full_${TOTAL}_beam4 \
-      --decoders "$ROWS" --data.init_args.max_eval_samples 200
+if [[ $STEP == sweep_full || $STEP == sweep_full_more ]]; then
+  ROWS=$ROWS bash scripts/experiments/task_smollm2.sh e2e sweep_full
 fi
 # the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
-      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40,skipaware_full}_beam4 runs/results/e2e/skipaware_full_*00_beam4 2>/dev/null) \
+      $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40}_beam4 runs/results/e2e/skipaware_full_*00_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
   $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
 fi

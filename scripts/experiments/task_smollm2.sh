@@ -99,13 +99,13 @@ if [[ $STEP == fit_full || $STEP == sweep_full ]]; then
   if (( TOTAL > 2 * EPOCH )); then PREV=${FULL}_$(( TOTAL - EPOCH )); fi
 fi
 if [[ $STEP == fit_full ]]; then
-  FROM=last  # resumes this stage after a kill (logs continue in its folder); its first start: the stage before it
+  START=last  # resumes this stage after a kill (logs continue in its folder); its first start: the stage before it
   if [[ -z "$(last_of $RUN || true)" ]] && (( TOTAL > EPOCH )); then
-    FROM=$(last_of $PREV || true)
-    [[ -n $FROM ]] || { echo "no checkpoint of runs/$PREV to continue: run FULL_TOTAL=$(( TOTAL - EPOCH )) first" >&2; exit 2; }
+    START=$(last_of $PREV || true)
+    [[ -n $START ]] || { echo "no checkpoint of runs/$PREV to continue: run FULL_TOTAL=$(( TOTAL - EPOCH )) first" >&2; exit 2; }
   fi
   $PY main.py fit --config configs/$FULL.yaml --trainer.max_steps $TOTAL --trainer.max_epochs $(( TOTAL / EPOCH )) \
-      --trainer.logger.init_args.name $RUN --ckpt_path "$FROM" 2>&1 | tee -a runs/logs/${TASK}_fit_full_$TOTAL.log
+      --trainer.logger.init_args.name $RUN --ckpt_path "$START" 2>&1 | tee -a runs/logs/${TASK}_fit_full_$TOTAL.log
 fi
 if [[ $STEP == sweep_full ]]; then
   CKPT=$(last_of $RUN || true)
