@@ -132,7 +132,8 @@ def test_fit_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, fixture_dir)
     def args(root: Path) -> list[str]:
         return ["--config", str(CONFIG_DIR / "default.yaml"), "--config", str(every_2),
                 "--model.model_name_or_path", "tiny-gpt2", "--model.adapter", "null", "--model.finetune", "full",
-                "--model.learning_rate", "1e-3", "--data.init_args.data_dir", str(fixture_dir),
+                "--model.learning_rate", "1e-3", "--model.lr_decay_steps", "8",  # the decay spans the kill
+                "--data.init_args.data_dir", str(fixture_dir),
                 "--data.init_args.max_train_samples", "16", "--data.init_args.batch_size", "2",
                 "--trainer.max_steps", "12", "--trainer.max_epochs", "3", "--trainer.limit_val_batches", "1",
                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",

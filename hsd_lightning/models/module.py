@@ -28,6 +28,10 @@ class CausalLMModule(L.LightningModule):
         lora_r, lora_alpha, lora_dropout: LoRA settings (paper: r=16, alpha=32).
         lora_target_modules: module names to adapt; default chosen per architecture.
         learning_rate, weight_decay, warmup_steps: AdamW with linear warm-up (paper: lr 5e-5).
+        lr_decay_steps: the last N optimizer steps of the run (up to ``trainer.max_steps``) decay the learning rate
+            linearly to 0, after the constant phase (warm-up, stable, decay); 0 (default): constant after warm-up.
+            The schedule is a function of the global step, so a run continued from another's checkpoint with a
+            larger ``max_steps`` and ``lr_decay_steps`` anneals only its own last steps.
         decoder: the decoder used by predict/test (``--decoder`` on the command line overrides it).
         num_beams, max_new_tokens, generation_kwargs: generation settings (paper: beam 4).
         t_max: horizon of the layer schedules (eq. 4) for decoding *and* skip-aware training; default
@@ -53,7 +57,8 @@ class CausalLMModule(L.LightningModule):
                  dtype: str = "float32", decoder: Decoder | None = None, num_beams: int = 4,
                  max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None,
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
-                 val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0):
+                 val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
+                 lr_decay_steps: int = 0):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
@@ -61,6 +66,8 @@ class CausalLMModule(L.LightningModule):
             raise ValueError(f"adapter={adapter!r} needs finetune=lora (an adapter is LoRA weights)")
         if not 0.0 <= distill_weight <= 1.0:
             raise ValueError(f"distill_weight={distill_weight!r} must lie in [0, 1] (0 = labels only, 1 = teacher only)")
+        if not isinstance(lr_decay_steps, int) or lr_decay_steps < 0:
+            raise ValueError(f"lr_decay_steps={lr_decay_steps!r} must be an integer >= 0 (0 = no decay)")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
         if not isinstance(num_beams, int) or num_beams < 1:
@@ -170,8 +177,17 @@ class CausalLMModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
-        warm = max(1, self.hparams.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        warm, decay = max(1, self.hparams.warmup_steps), self.hparams.lr_decay_steps
+        last = self.trainer.max_steps if decay else 0
+        if decay and last < 1:
+            raise ValueError(f"lr_decay_steps={decay} decays towards trainer.max_steps, which is not set; "
+                             "set --trainer.max_steps (the run's last optimizer step)")
+
+        # LambdaLR gets the number of scheduler steps taken (= optimizer steps done): the step about to run is step+1
+        def factor(step: int) -> float:
+            return max(0.0, min(1.0, (step + 1) / warm, (last - step) / decay if decay else 1.0))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_train_start(self):

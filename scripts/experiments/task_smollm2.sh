@@ -88,14 +88,21 @@ fi
 # max_steps). Each further epoch is its own run, smollm2_<task>_skipaware_full_<FULL_TOTAL>, started from the epoch
 # before it (its full state: optimizer, step, data order), so every stage's weights and table stay; sweep_full decodes
 # the stage FULL_TOTAL at the config's t_max into runs/results/<task>/skipaware_full_<FULL_TOTAL>_beam<BEAMS>.
+# FULL_DECAY=<steps> anneals instead: the stage's last <steps> optimizer steps decay the learning rate linearly to 0
+# (--model.lr_decay_steps), as its own run <...>_<FULL_TOTAL>_decay<steps> started from the same constant-rate stage
+# before it, so the constant-rate stage FULL_TOTAL and the annealed one sit side by side.
 if [[ $STEP == fit_full || $STEP == sweep_full ]]; then
   FULL=smollm2_${TASK}_skipaware_full
   [[ -f configs/$FULL.yaml ]] || { echo "$STEP: no configs/$FULL.yaml; write one like configs/smollm2_commongen_skipaware_full.yaml" >&2; exit 2; }
   EPOCH=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['trainer']['max_steps'])" configs/$FULL.yaml)
   TOTAL=${FULL_TOTAL:-$EPOCH}
   (( TOTAL > 0 && TOTAL % EPOCH == 0 )) || { echo "FULL_TOTAL=$TOTAL: use a multiple of $EPOCH (one epoch of configs/$FULL.yaml)" >&2; exit 2; }
+  DECAY=${FULL_DECAY:-0}
+  [[ $DECAY =~ ^[0-9]+$ ]] && (( DECAY <= TOTAL )) || { echo "FULL_DECAY=$DECAY: use a number of steps from 0 to $TOTAL (0: constant rate)" >&2; exit 2; }
+  SUFFIX=""
+  if (( DECAY > 0 )); then SUFFIX=_decay$DECAY; fi
   RUN=$FULL PREV=$FULL
-  if (( TOTAL > EPOCH )); then RUN=${FULL}_$TOTAL; fi
+  if (( TOTAL > EPOCH || DECAY > 0 )); then RUN=${FULL}_$TOTAL$SUFFIX; fi
   if (( TOTAL > 2 * EPOCH )); then PREV=${FULL}_$(( TOTAL - EPOCH )); fi
 fi
 if [[ $STEP == fit_full ]]; then
@@ -105,12 +112,13 @@ if [[ $STEP == fit_full ]]; then
     [[ -n $START ]] || { echo "no checkpoint of runs/$PREV to continue: run FULL_TOTAL=$(( TOTAL - EPOCH )) first" >&2; exit 2; }
   fi
   $PY main.py fit --config configs/$FULL.yaml --trainer.max_steps $TOTAL --trainer.max_epochs $(( TOTAL / EPOCH )) \
-      --trainer.logger.init_args.name $RUN --ckpt_path "$START" 2>&1 | tee -a runs/logs/${TASK}_fit_full_$TOTAL.log
+      --model.lr_decay_steps $DECAY --trainer.logger.init_args.name $RUN --ckpt_path "$START" 2>&1 \
+      | tee -a runs/logs/${TASK}_fit_full_$TOTAL$SUFFIX.log
 fi
 if [[ $STEP == sweep_full ]]; then
   CKPT=$(last_of $RUN || true)
   [[ -n $CKPT ]] || { echo "no checkpoint of runs/$RUN: run fit_full with FULL_TOTAL=$TOTAL first" >&2; exit 2; }
-  sweep configs/$FULL.yaml "$CKPT" runs/results/$TASK/skipaware_full_${TOTAL}_beam$BEAMS
+  sweep configs/$FULL.yaml "$CKPT" runs/results/$TASK/skipaware_full_$TOTAL${SUFFIX}_beam$BEAMS
 fi
 if [[ $STEP == export_skip || $STEP == all ]]; then
   $PY -m hsd_lightning.models.adapters --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" \
