@@ -148,13 +148,16 @@ class TextGenDataModule(L.LightningDataModule):
                 pairs = [p for p in pairs if p[0] in keep]
             pairs = self._nonempty(pairs, split)
             ds = datasets.Dataset.from_dict({"source": [s for s, _ in pairs], "target": [t for _, t in pairs]})
+            # in-memory datasets (no cache files): a fixed fingerprint spares datasets hashing the bound method
+            # (it cannot, and warns "couldn't be hashed properly" into every fit log)
             ds = ds.map(self._train_features, batched=True, fn_kwargs={"split": split},
-                        remove_columns=["source", "target"])
+                        remove_columns=["source", "target"], new_fingerprint=f"{self.dataset}-{split}-train")
         else:
             groups = self._nonempty(self._subset(group_by_source(pairs), self.hparams.max_eval_samples), split)
             ds = datasets.Dataset.from_dict({"id": [f"{self.dataset}-{split}-{i}" for i in range(len(groups))],
                                              "source": [s for s, _ in groups], "references": [r for _, r in groups]})
-            ds = ds.map(self._gen_features, batched=True, fn_kwargs={"split": split})
+            ds = ds.map(self._gen_features, batched=True, fn_kwargs={"split": split},
+                        new_fingerprint=f"{self.dataset}-{split}-gen")
         if self.num_truncated.get(split):
             log.warning("%s/%s: truncated %d sources to %d tokens", self.dataset, split, self.num_truncated[split],
                         self.hparams.max_source_tokens)
