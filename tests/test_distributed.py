@@ -159,6 +159,34 @@ def test_fit_killed_mid_epoch_resumes_to_the_same_weights(tmp_path, fixture_dir)
         assert torch.equal(straight[k], resumed[k]), k
 
 
+def test_a_checkpoint_written_after_its_epoch_ended_continues_with_a_full_epoch(tmp_path, fixture_dir):
+    """Our CommonGen 1,600-step last.ckpt was written after its epoch had ended (epoch_progress completed == started,
+    the epoch's batch count full, the loader's pass used up); continued to max_steps one epoch further, Lightning
+    trained 0 steps and stopped at max_epochs. Such a checkpoint must start a fresh epoch
+    (resume.start_next_epoch_fresh). Made here from an 8-step epoch's last.ckpt, marked ended as that one was."""
+    import torch
+
+    def args(root: Path, *extra: str) -> list[str]:
+        return ["fit", "--config", str(CONFIG_DIR / "default.yaml"), "--model.model_name_or_path", "tiny-gpt2",
+                "--model.adapter", "null", "--model.finetune", "full", "--data.init_args.data_dir", str(fixture_dir),
+                "--data.init_args.max_train_samples", "16", "--data.init_args.batch_size", "2",
+                "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu",
+                "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(root),
+                "--trainer.default_root_dir", str(root), *extra]
+
+    cli_main(args(tmp_path / "first", "--trainer.max_epochs", "1"))
+    ckpt = torch.load(next((tmp_path / "first").rglob("last.ckpt")), weights_only=False)
+    assert ckpt["global_step"] == 8
+    for k in ("total", "current"):
+        ckpt["loops"]["fit_loop"]["epoch_progress"][k] = {"ready": 1, "completed": 1, "started": 1, "processed": 1}
+    ckpt["epoch"] = 1
+    torch.save(ckpt, tmp_path / "ended.ckpt")
+    cli_main(args(tmp_path / "second", "--trainer.max_epochs", "2", "--trainer.max_steps", "16",
+                  "--ckpt_path", str(tmp_path / "ended.ckpt")))
+    summary = json.loads(next((tmp_path / "second").rglob("fit_summary.json")).read_text())
+    assert summary["steps"] == 16 and summary["steps_this_run"] == 8 and summary["examples_this_run"] == 16
+
+
 def test_last_ckpt_holds_the_end_of_fit_when_validation_does_not_fall_on_it(tmp_path, fixture_dir):
     """5 steps, validation every 2: Lightning alone leaves last.ckpt at step 4 (the XSum cell decoded step 50 of 75).
     The base preset's checkpoint writes it at the end too, and fit_summary.json says where val/loss was measured."""

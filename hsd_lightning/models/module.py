@@ -12,7 +12,7 @@ import torch
 
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
-from ..training.resume import rng_state, set_rng_state
+from ..training.resume import rng_state, set_rng_state, start_next_epoch_fresh
 from .families import family
 from .loading import load_model, load_tokenizer
 
@@ -240,6 +240,7 @@ class CausalLMModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         self._rng_to_restore = checkpoint.get("rng")
+        start_next_epoch_fresh(checkpoint)  # before Lightning restores the loops from the same dict
         saved = checkpoint.get("decoder")
         if saved and not self.decoder_pinned:
             self.decoder = build_decoder(**saved)

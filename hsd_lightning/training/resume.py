@@ -69,3 +69,24 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def start_next_epoch_fresh(checkpoint: dict) -> None:
+    """A checkpoint written after its epoch ended (``last.ckpt`` at the end of a fit that reached ``max_epochs`` and
+    ``max_steps`` at once) still holds that epoch's position: the epoch loop's per-epoch batch count at the full
+    epoch with ``is_last_batch``, and the training loader's state with every batch yielded. Restored as it is, the
+    next epoch looks finished before it starts and counts as done, so a run continued with ``max_epochs`` one higher
+    trained 0 steps (our CommonGen third epoch). Here such a checkpoint restores as the start of a new epoch: the
+    per-epoch counters at 0 (as Lightning resets them when an epoch begins) and the loader state marked finished,
+    which makes ``StatefulDataLoader`` start a new pass. Checkpoints written inside an epoch are left as they are."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = loop.get("epoch_progress", {}).get("current", {})
+    if not epochs or epochs.get("completed", 0) < epochs.get("started", 0):
+        return
+    batches = loop.get("epoch_loop.batch_progress")
+    if batches:
+        batches["current"] = {k: 0 for k in batches["current"]}
+        batches["is_last_batch"] = False
+    for state in loop.get("state_dict", {}).get("combined_loader", None) or []:
+        if isinstance(state, dict) and "_iterator_finished" in state:
+            state["_iterator_finished"] = True
