@@ -70,7 +70,8 @@ fi
 # fit_full: skip-aware *full* fine-tuning from the base model at t_max 40 (configs/smollm2_e2e_skipaware_full.yaml,
 # 400 steps of 8 on a seeded 3,200 pairs), for a rank-8 LoRA may lack the capacity to make early exits as good as the
 # full depth; fit_full_more runs further epochs over the same pairs, FULL_TOTAL optimizer steps in all (800, 1200, ...),
-# each its own run started from the epoch before. Both are task_smollm2.sh's fit_full (one mechanism for every task);
+# each its own run started from the epoch before (FULL_DECAY=<steps>: an annealed stage, see task_smollm2.sh). Both are
+# task_smollm2.sh's fit_full (one mechanism for every task);
 # sweep_full / sweep_full_more decode a stage with the four target rows into runs/results/e2e/skipaware_full_<TOTAL>_beam4.
 if [[ $STEP == fit_full || $STEP == fit_full_more ]]; then
   bash scripts/experiments/task_smollm2.sh e2e fit_full
