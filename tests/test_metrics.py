@@ -221,5 +221,7 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     assert (sd["hsd"], sd["met"]) == ("hsd(s=2,min=0,max=10)", True)
     [cost] = vanilla_cost(groups)
     assert cost["group"] == sa and cost["cost"] == pytest.approx(2.0) and cost["met"]
+    assert cost["ft_group"] == "FT (ft/last.ckpt)"  # which standard fine-tune the cost is measured against
+    assert "| FT (ft/last.ckpt) | 50.00 | 49.00 | 2.0 | **met** |" in md
     with pytest.raises(SystemExit, match="no such report: nope.csv"):
         targets_main(["nope.csv"])

@@ -1,12 +1,13 @@
 """Skip-aware fine-tuning: the training forward under a layer plan is exactly what decoding with that plan computes."""
 import logging
+import random
 
 import pytest
 import torch
 from helpers import tiny_model
 
 from hsd_lightning.decoding import build_decoder
-from hsd_lightning.decoding.plans import PlanMixture, first_target_index, planned, position_plans
+from hsd_lightning.decoding.plans import PlanMixture, first_target_index, planned, position_plans, step_plan_matrix
 from hsd_lightning.decoding.reference import reference_greedy
 from hsd_lightning.models.module import CausalLMModule
 
@@ -45,6 +46,22 @@ def test_position_plans_follow_the_decoding_steps():
     for k in range(4):
         want = dec.layers_for_step(k + 1, 6, 4)
         assert run[0, 2 + k].nonzero().flatten().add(1).tolist() == want
+
+
+def test_position_plans_equal_the_step_by_step_plans_past_t_max():
+    # the gathered masks (cached step tables over 0..t_max) equal each row's step_plan_matrix over every position,
+    # also for sequences far longer than t_max and mixtures with always-run layers
+    decs = [build_decoder("vanilla"), build_decoder("hsd", s=1, e_min=0, e_max=10),
+            build_decoder("hsd", s=2, e_min=0, e_max=10, always_run=[1]), build_decoder("skipdecode", e_min=8, e_max=20)]
+    rng = random.Random(0)
+    for _ in range(20):
+        B, S, t_max = rng.randint(1, 6), rng.randint(1, 90), rng.choice([1, 4, 16, 40])
+        rows = [rng.choice(decs) for _ in range(B)]
+        first = torch.tensor([rng.randint(0, S) for _ in range(B)])
+        run = position_plans(rows, first, S, 30, t_max)
+        for b, dec in enumerate(rows):
+            full = step_plan_matrix(dec, 30, t_max, S + 1)
+            assert torch.equal(run[b], full[(torch.arange(S) - first[b] + 1).clamp(min=0)])
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -37,6 +37,20 @@ def step_plan_matrix(decoder, num_layers: int, t_max: int, num_steps: int, devic
     return out
 
 
+# (decoder type, describe(), num_layers, t_max, device) -> its step_plan_matrix over steps 0..t_max
+_STEP_TABLES: dict[tuple, torch.Tensor] = {}
+
+
+def step_table(decoder, num_layers: int, t_max: int, device=None) -> torch.Tensor:
+    """``step_plan_matrix`` over steps ``0..t_max`` (the schedules keep their value past ``t_max``), built once per
+    decoder setting, depth, horizon and device. Built on the CPU and copied once: filling it step by step on a GPU
+    costs two small transfers per step, each a host-device synchronisation, at every training step."""
+    key = (type(decoder), decoder.describe(), num_layers, t_max, str(torch.device(device or "cpu")))
+    if key not in _STEP_TABLES:
+        _STEP_TABLES[key] = step_plan_matrix(decoder, num_layers, t_max, t_max + 1).to(device)
+    return _STEP_TABLES[key]
+
+
 def position_plans(decoders: list, first_generated: torch.Tensor, seq_len: int, num_layers: int, t_max: int,
                    ) -> torch.Tensor:
     """Bool ``[B, S, L]`` run mask for a batch whose row ``b`` follows ``decoders[b]``.
@@ -46,20 +60,20 @@ def position_plans(decoders: list, first_generated: torch.Tensor, seq_len: int, 
         first_generated: ``[B]`` index of the first generated (target) token in each row; positions before it are
             prompt (all layers), position ``first_generated + k`` is processed at step ``k + 1``.
         seq_len, num_layers, t_max: sequence length S, depth L and the schedule horizon decoding uses.
+
+    One gather from the cached step tables, on ``first_generated``'s device: no per-row or per-step work.
     """
-    B = first_generated.shape[0]
     device = first_generated.device
-    steps = seq_len + 1
-    cache: dict[int, torch.Tensor] = {}
+    keys: dict[tuple, int] = {}
+    row_table = [keys.setdefault((type(d), d.describe()), len(keys)) for d in decoders]
+    firsts = {}
+    for d in decoders:
+        firsts.setdefault((type(d), d.describe()), d)
+    tables = torch.stack([step_table(d, num_layers, t_max, device) for d in firsts.values()])  # [D, t_max+1, L]
+    rows = torch.tensor(row_table, device=device)
     pos = torch.arange(seq_len, device=device)
-    out = torch.ones(B, seq_len, num_layers, dtype=torch.bool, device=device)
-    for b, dec in enumerate(decoders):
-        key = id(dec)
-        if key not in cache:
-            cache[key] = step_plan_matrix(dec, num_layers, t_max, steps, device)
-        step = (pos - first_generated[b] + 1).clamp(min=0)  # 0 on prompt positions
-        out[b] = cache[key][step]
-    return out
+    step = (pos[None, :] - first_generated[:, None] + 1).clamp(0, t_max)  # 0 on prompt positions
+    return tables[rows[:, None], step]
 
 
 class MaskedLayer:
