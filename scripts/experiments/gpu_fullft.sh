@@ -14,7 +14,8 @@
 # and CALM 0.005, into runs/results/<task>/gpu_<kind>_full_<steps>_beam<BEAMS>; fit logs in runs/logs/.
 # Tasks and the two runs of a task run in parallel (a 135M model leaves a large GPU mostly idle); BERTScore is added
 # afterwards on any machine: python -m hsd_lightning.evaluation.rescore runs/results/<task>/gpu_*.
-# PY: the Python to use (default: this project's .venv, set up by scripts/setup.sh).
+# PY: the Python to use (default: this project's .venv, set up by scripts/setup.sh). KINDS: which of the two runs
+# (default "skipaware standard"; e.g. KINDS=skipaware when the standard runs are done).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if [[ -z ${PY:-} ]]; then source scripts/setup.sh; PY=.venv/bin/python; fi
@@ -57,7 +58,8 @@ run_task() {  # run_task <task> <kind: skipaware|standard>
 
 pids=()
 for task in "$@"; do
-  for kind in skipaware standard; do
+  for kind in ${KINDS:-skipaware standard}; do
+    [[ $kind == skipaware || $kind == standard ]] || { echo "KINDS: '$kind' is neither skipaware nor standard" >&2; exit 2; }
     run_task "$task" "$kind" || echo "$task $kind: FAILED (see runs/logs/${task}_*_${kind}_full_gpu_*.log)" &
     pids+=($!)
   done
