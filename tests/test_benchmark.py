@@ -118,3 +118,15 @@ def test_copy_cache_is_independent():
     assert isinstance(c, DynamicCache) and speed.kv_bytes(c) == speed.kv_bytes(template)
     c.layers[0].keys.zero_()
     assert template.layers[0].keys.abs().sum() > 0
+
+
+def test_train_step_benchmark_checks_the_mask_and_reports_medians(capsys):
+    from hsd_lightning.benchmark import train_step
+
+    out = train_step.main(["--model", "tiny-llama", "--device", "cpu", "--batch", "2", "--seq", "24", "--prompt", "16",
+                           "--t_max", "8", "--reps", "2"])
+    assert out["reps"] == 1 and min(out["plain_ms"], out["mask_ms"], out["planned_ms"]) > 0
+    assert out["planned_over_plain"] == pytest.approx(out["planned_ms"] / out["plain_ms"])
+    with pytest.raises(SystemExit):
+        train_step.main(["--model", "tiny-llama", "--seq", "24", "--prompt", "24"])
+    assert "--prompt 24 must be between 1 and --seq - 1 (23)" in capsys.readouterr().err
