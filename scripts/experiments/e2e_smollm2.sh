@@ -85,7 +85,7 @@ if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
       $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40}_beam4 runs/results/e2e/skipaware_full_*00_beam4 2>/dev/null) \
       --out docs/results/e2e --examples 5 --predictions
-  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
+  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md  # every task
 fi
 # t_max 40 instead of 64: E2E outputs (median 29 tokens, max 44) end long before 64, so eq. 4 keeps its deep early
 # budget and HSD s=1 E_max 10 cannot go below 0.637 L (docs/results/e2e/depth_vs_tmax.md); at t_max 40 the same plan

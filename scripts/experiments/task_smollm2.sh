@@ -136,5 +136,5 @@ if [[ $STEP == report || $STEP == all ]]; then
     [[ -e $f ]] && cp "$f" docs/results/$TASK/logs/fit_summary_$(basename "$(dirname "$(dirname "$f")")").json
   done
   cp runs/logs/${TASK}_{fit,validate}_*.log docs/results/$TASK/logs/ 2>/dev/null || true
-  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv --out docs/results/targets.md  # every task
+  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md  # every task
 fi
