@@ -43,8 +43,8 @@ _STEP_TABLES: dict[tuple, torch.Tensor] = {}
 
 def step_table(decoder, num_layers: int, t_max: int, device=None) -> torch.Tensor:
     """``step_plan_matrix`` over steps ``0..t_max`` (the schedules keep their value past ``t_max``), built once per
-    decoder setting, depth, horizon and device. Built on the CPU and copied once: filling it step by step on a GPU
-    costs two small transfers per step, each a host-device synchronisation, at every training step."""
+    decoder setting, depth, horizon and device. Built on the CPU and copied once: filled step by step on a GPU, each
+    step copies a Python index list to the device (a host-device synchronisation), at every training step."""
     key = (type(decoder), decoder.describe(), num_layers, t_max, str(torch.device(device or "cpu")))
     if key not in _STEP_TABLES:
         _STEP_TABLES[key] = step_plan_matrix(decoder, num_layers, t_max, t_max + 1).to(device)
@@ -64,12 +64,9 @@ def position_plans(decoders: list, first_generated: torch.Tensor, seq_len: int, 
     One gather from the cached step tables, on ``first_generated``'s device: no per-row or per-step work.
     """
     device = first_generated.device
-    keys: dict[tuple, int] = {}
-    row_table = [keys.setdefault((type(d), d.describe()), len(keys)) for d in decoders]
-    firsts = {}
-    for d in decoders:
-        firsts.setdefault((type(d), d.describe()), d)
-    tables = torch.stack([step_table(d, num_layers, t_max, device) for d in firsts.values()])  # [D, t_max+1, L]
+    distinct: dict[tuple, tuple[int, object]] = {}  # (type, describe()) -> (table index, first decoder with it)
+    row_table = [distinct.setdefault((type(d), d.describe()), (len(distinct), d))[0] for d in decoders]
+    tables = torch.stack([step_table(d, num_layers, t_max, device) for _, d in distinct.values()])  # [D, t_max+1, L]
     rows = torch.tensor(row_table, device=device)
     pos = torch.arange(seq_len, device=device)
     step = (pos[None, :] - first_generated[:, None] + 1).clamp(0, t_max)  # 0 on prompt positions

@@ -6,10 +6,12 @@
 #              skipaware_30l.yaml) and
 #   standard:  the same config with --model.train_plans null (plain fine-tuning: the baseline whose vanilla R-L the
 #              skip-aware run may cost at most 3 % of, and the paper's "fine-tune, then skip" rows),
-# both with configs/presets/gpu.yaml, EPOCHS epochs (default 8; CommonGen: 1 epoch over a seeded random 25,600 of its
-# 39,069 training pairs at batch 16, 4x the CPU run's 6,400), the learning rate constant after warm-up and decaying linearly to 0 over the last quarter of the steps
-# (--model.lr_decay_steps; the E2E CPU recipe annealed its last 1/6). Each run is then decoded on the task's fixed
-# test inputs (as scripts/experiments/task_smollm2.sh: 100 for XSum and CommonGen, 50 for CNN/DM and HealthCareMagic,
+# both with configs/presets/gpu.yaml, EPOCHS epochs (default 8; CommonGen: one pass over a seeded 25,600 of its 39,069
+# training pairs at batch 16, configs/smollm2_commongen_skipaware_full_25k.yaml), the learning rate constant after
+# warm-up and decaying linearly to 0 over the last quarter of the steps (--model.lr_decay_steps; the E2E CPU recipe
+# annealed its last 1/6). Measured: 8 epochs of 600-1,000 pairs overfit the *standard* runs past epoch 1
+# (docs/results/gpu.md); the skip-aware runs' plan losses are far from converged after one.
+# Each run is then decoded on the task's fixed test inputs (as scripts/experiments/task_smollm2.sh: 100 for XSum and CommonGen, 50 for CNN/DM and HealthCareMagic,
 # 200 for E2E) under the rows vanilla, HSD s=1 / s=2 E_max 10 (s=1 also with layer 1 always run), SkipDecode (8,20)
 # and CALM 0.005, into runs/results/<task>/gpu_<kind>_full_<steps>_beam<BEAMS>; fit logs in runs/logs/.
 # Tasks and the two runs of a task run in parallel (a 135M model leaves a large GPU mostly idle); BERTScore is added
