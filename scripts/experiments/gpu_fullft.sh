@@ -11,8 +11,8 @@
 # warm-up and decaying linearly to 0 over the last quarter of the steps (--model.lr_decay_steps; the E2E CPU recipe
 # annealed its last 1/6). Measured: 8 epochs of 600-1,000 pairs overfit the *standard* runs past epoch 1
 # (docs/results/gpu.md); the skip-aware runs' plan losses are far from converged after one.
-# Each run is then decoded on the task's fixed test inputs (as scripts/experiments/task_smollm2.sh: 100 for XSum and CommonGen, 50 for CNN/DM and HealthCareMagic,
-# 200 for E2E) under the rows vanilla, HSD s=1 / s=2 E_max 10 (s=1 also with layer 1 always run), SkipDecode (8,20)
+# Each run is then decoded on the task's fixed test inputs (as scripts/experiments/task_smollm2.sh: 100 for XSum
+# and CommonGen, 50 for CNN/DM and HealthCareMagic, 200 for E2E) under the rows vanilla, HSD s=1 / s=2 E_max 10 (s=1 also with layer 1 always run), SkipDecode (8,20)
 # and CALM 0.005, into runs/results/<task>/gpu_<kind>_full_<steps>_beam<BEAMS>; fit logs in runs/logs/.
 # Tasks and the two runs of a task run in parallel (a 135M model leaves a large GPU mostly idle); BERTScore is added
 # afterwards on any machine: python -m hsd_lightning.evaluation.rescore runs/results/<task>/gpu_*.
