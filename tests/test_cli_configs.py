@@ -10,13 +10,15 @@ CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml"))
 TINY = {"gpt2": "tiny-gpt2", "phi2": "tiny-phi", "smollm2": "tiny-llama", "default": "tiny-llama"}
 
 
-# settings that only fit the real model are swapped for tiny-model ones: plans sized for 30 layers, adapters
+# settings that only fit the real model are swapped for tiny-model ones: plans sized for 30 layers, adapters,
+# continuation rows longer than the tiny sources
 TINY_PLANS = '[{"name": "vanilla"}, {"name": "hsd", "s": 1, "e_max": 3, "weight": 2}]'
 
 
 def _tiny_model_args(cfg: Path) -> list[str]:
     text = "\n".join(p.read_text() for p in _composition(cfg))  # the cell and every file it composes
     out = ["--model.train_plans", TINY_PLANS] if "train_plans:" in text else []
+    out += ["--data.init_args.continuation_tokens", "8"] if "source_continuations:" in text else []  # 48-token sources
     return out + (["--model.adapter", "null"] if "adapter:" in text else [])
 
 

@@ -144,3 +144,39 @@ def test_hub_fallback_reads_fitting_splits_and_fields(monkeypatch, tmp_path, nam
     hub_id, hub_split, groups = expect
     assert calls == [(hub_id, hub_split)] and dm.source_used == f"hub {hub_id}"
     assert [(s, r) for s, r in zip(ds["source"], ds["references"])] == groups
+
+
+def test_source_continuation_rows(data_root):
+    """Extra rows continue each distinct training source: prompt = its first k >= 16 tokens, target = the next
+    ``continuation_tokens`` (no EOS), within max_source_tokens; seeded, so two modules build the same rows."""
+    kw = dict(data_dir=str(data_root), max_train_samples=4, max_source_tokens=48, source_continuations=2,
+              continuation_tokens=8)
+    dm = DATAMODULES["xsum"](**kw)
+    ds = dm.dataset_for("train", "train")
+    plain = DATAMODULES["xsum"](data_dir=str(data_root), max_train_samples=4, max_source_tokens=48)
+    n_task = len(plain.dataset_for("train", "train"))
+    sources = list(dict.fromkeys(s for s, _ in dm.pairs("train")[:4]))
+    extra = ds.select(range(n_task, len(ds)))
+    assert ds.select(range(n_task))["input_ids"] == plain.dataset_for("train", "train")["input_ids"]
+    assert len(extra) == 2 * len(sources)
+    for row, src in zip(extra, [s for s in sources for _ in range(2)]):
+        toks = dm.tokenizer(src, add_special_tokens=False)["input_ids"]
+        k = sum(1 for x in row["labels"] if x == -100)
+        assert 16 <= k and k + 8 == len(row["input_ids"]) <= 48
+        assert row["input_ids"] == toks[:k + 8] and row["labels"][k:] == toks[k:k + 8]
+        assert row["labels"][:k] == [-100] * k
+    assert DATAMODULES["xsum"](**kw).dataset_for("train", "train")["labels"] == ds["labels"]
+    b = next(iter(dm.train_dataloader()))  # task and continuation rows collate together
+    assert b["input_ids"].shape == b["labels"].shape
+
+
+def test_source_continuation_bad_settings(data_root):
+    with pytest.raises(ValueError, match=r"source_continuations=-1 must be an integer >= 0"):
+        DATAMODULES["xsum"](source_continuations=-1)
+    with pytest.raises(ValueError, match=r"continuation_tokens=60 must lie in \[1, max_source_tokens - 16\] = "
+                                         r"\[1, 48\].*raise data.init_args.max_source_tokens"):
+        DATAMODULES["xsum"](max_source_tokens=64, source_continuations=1, continuation_tokens=60)
+    dm = E2EDataModule(data_dir=str(data_root), max_train_samples=4, source_continuations=1, continuation_tokens=64)
+    with pytest.raises(ValueError, match=r"e2e: no training source has 80 tokens, so source_continuations=1 adds "
+                                         r"nothing; lower data.init_args.continuation_tokens"):
+        dm.dataset_for("train", "train")

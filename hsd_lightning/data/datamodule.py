@@ -21,6 +21,7 @@ from ..models.loading import load_tokenizer
 from .readers import SPECS, WHERE_TO_GET, group_by_source, read_hub_pairs, read_pairs
 
 log = logging.getLogger(__name__)
+_MIN_PREFIX = 16  # shortest prompt of a source-continuation row (tokens)
 DEFAULT_DATA_DIR = "data"  # used when neither data_dir nor $HSD_DATA_DIR is given
 # small licensed samples shipped in the package (E2E test: 50 MRs), used when the data root lacks the dataset
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
@@ -43,6 +44,14 @@ class TextGenDataModule(L.LightningDataModule):
             evaluation inputs, for CPU budgets.
         predict_split: split used by ``predict`` and ``test`` (``test`` by default).
         allow_hub: if the local files are missing, load the task from the hub with ``datasets.load_dataset``.
+        source_continuations: extra training rows per distinct training source (default 0: off), for skip-aware
+            fine-tuning on small data. Each row continues the source text itself: the prompt is the source's first
+            k tokens (no template), the target its next ``continuation_tokens`` tokens (no EOS: the text goes on),
+            k drawn per row with ``seed`` from [16, max_source_tokens - continuation_tokens]. A row is a real
+            decoding situation (a prompt, then generated tokens under the plan of their step), so a skip plan
+            trained on it learns what it will run; it gives a plan ~``continuation_tokens`` target tokens per row
+            where a summary gives ~25. Sources too short for one window are left out (logged).
+        continuation_tokens: target length of a source-continuation row.
     """
 
     dataset: str = ""
@@ -51,7 +60,8 @@ class TextGenDataModule(L.LightningDataModule):
     def __init__(self, tokenizer: str = "tiny-gpt2", data_dir: str | None = None, prompt_template: str | None = None,
                  max_source_tokens: int = 512, batch_size: int = 8, eval_batch_size: int = 8, num_workers: int = 0,
                  max_train_samples: int | None = None, max_eval_samples: int | None = None,
-                 shuffle_subset: bool = False, seed: int = 42, predict_split: str = "test", allow_hub: bool = False):
+                 shuffle_subset: bool = False, seed: int = 42, predict_split: str = "test", allow_hub: bool = False,
+                 source_continuations: int = 0, continuation_tokens: int = 64):
         super().__init__()
         self.save_hyperparameters()
         template = prompt_template or self.default_template
@@ -59,6 +69,12 @@ class TextGenDataModule(L.LightningDataModule):
             raise ValueError(f"prompt_template {template!r} has no '{{source}}' placeholder; add one")
         if predict_split not in ("train", "validation", "test"):
             raise ValueError(f"predict_split={predict_split!r}; use 'train', 'validation' or 'test'")
+        if not isinstance(source_continuations, int) or source_continuations < 0:
+            raise ValueError(f"source_continuations={source_continuations!r} must be an integer >= 0 (0 = off)")
+        if source_continuations and not 1 <= continuation_tokens <= max_source_tokens - _MIN_PREFIX:
+            raise ValueError(f"continuation_tokens={continuation_tokens!r} must lie in [1, max_source_tokens - "
+                             f"{_MIN_PREFIX}] = [1, {max_source_tokens - _MIN_PREFIX}] (a continuation row is no longer "
+                             "than a source); lower it or raise data.init_args.max_source_tokens")
         self.template = template
         self.data_dir = data_dir or default_data_dir()
         self.spec = SPECS[self.dataset]
@@ -132,6 +148,29 @@ class TextGenDataModule(L.LightningDataModule):
         labels = [[-100] * len(p) + t + [tok.eos_token_id] for p, t in zip(prompts, targets)]
         return {"input_ids": ids, "labels": labels}
 
+    def _continuation_features(self, sources: list[str]) -> dict:
+        """``source_continuations`` rows per source: its first k tokens as prompt, the next ``continuation_tokens``
+        as target (see the class docstring). Seeded per source, so the rows do not depend on the subset's order."""
+        n, c, m = self.hparams.source_continuations, self.hparams.continuation_tokens, self.hparams.max_source_tokens
+        ids, labels, short = [], [], 0
+        for src, toks in zip(sources, self.tokenizer(sources, add_special_tokens=False)["input_ids"]):
+            hi = min(len(toks), m) - c  # the largest prompt that leaves a whole continuation within max_source_tokens
+            if hi < _MIN_PREFIX:
+                short += 1
+                continue
+            rng = random.Random(f"{self.hparams.seed}/{src}")
+            for k in (rng.randint(_MIN_PREFIX, hi) for _ in range(n)):
+                ids.append(toks[:k + c])
+                labels.append([-100] * k + toks[k:k + c])
+        if short:
+            log.warning("%s: %d of %d training sources are shorter than %d tokens; no continuation rows from them",
+                        self.dataset, short, len(sources), _MIN_PREFIX + c)
+        if not ids:
+            raise ValueError(f"{self.dataset}: no training source has {_MIN_PREFIX + c} tokens, so "
+                             f"source_continuations={n} adds nothing; lower data.init_args.continuation_tokens or "
+                             "set source_continuations 0 (it is meant for long sources: articles, questions)")
+        return {"input_ids": ids, "labels": labels}
+
     def _gen_features(self, batch: dict, split: str) -> dict:
         return {"prompt_ids": self._prompt_ids(batch["source"], split)}
 
@@ -152,6 +191,10 @@ class TextGenDataModule(L.LightningDataModule):
             # (it cannot, and warns "couldn't be hashed properly" into every fit log)
             ds = ds.map(self._train_features, batched=True, fn_kwargs={"split": split},
                         remove_columns=["source", "target"], new_fingerprint=f"{self.dataset}-{split}-train")
+            if split == "train" and self.hparams.source_continuations:
+                extra = datasets.Dataset.from_dict(self._continuation_features(list(dict.fromkeys(s for s, _ in pairs))))
+                log.info("%s: %d task rows + %d source-continuation rows", self.dataset, len(ds), len(extra))
+                ds = datasets.concatenate_datasets([ds, extra])
         else:
             groups = self._nonempty(self._subset(group_by_source(pairs), self.hparams.max_eval_samples), split)
             ds = datasets.Dataset.from_dict({"id": [f"{self.dataset}-{split}-{i}" for i in range(len(groups))],
