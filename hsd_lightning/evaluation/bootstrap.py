@@ -1,0 +1,85 @@
+"""Is a difference in R-L between two runs on the same test inputs more than the choice of inputs? A paired bootstrap.
+
+    python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--samples 2000] [--seed 0]
+
+A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included). The two runs are
+paired by example id (both must hold the same ids). Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best
+over the references), so the mean over inputs is the table's R-L. The inputs are resampled with replacement; each
+resample gives mean(A) - mean(B) and 100 * mean(A) / mean(B) (A's "% of B": HSD against vanilla, or a skip-aware
+vanilla against the standard fine-tune's). Printed: both means, the difference and the ratio with their 95 %
+percentile intervals, and the share of resamples in which A scores higher.
+
+Why hand-written: torchmetrics' ``BootStrapper`` resamples one metric's updates, not two runs paired by input.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+from torchmetrics.functional.text import rouge_score
+
+from .writer import read_records
+
+
+def per_input_rouge_l(records: dict[str, dict]) -> dict[str, float]:
+    """``{example id: ROUGE-L F1 (0-100)}``; inputs without a non-empty reference are left out, as in the tables."""
+    out = {}
+    for i, r in records.items():
+        refs = [x for x in r["references"] if x.strip()]
+        if refs:
+            s = rouge_score(r["prediction"], [refs], use_stemmer=True, rouge_keys="rougeL", accumulate="best")
+            out[i] = 100 * float(s["rougeL_fmeasure"])
+    return out
+
+
+def paired_bootstrap(a: list[float], b: list[float], samples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Means, difference and ratio of two paired score lists, with 95 % percentile intervals over ``samples``
+    resamples of the inputs, and ``p_a_higher``: the share of resamples where mean(a) > mean(b)."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_bootstrap needs two non-empty lists of equal length, got {len(a)} and {len(b)}")
+    n, rng = len(a), random.Random(seed)
+    diffs, ratios = [], []
+    for _ in range(samples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        sa, sb = sum(a[i] for i in idx), sum(b[i] for i in idx)
+        diffs.append((sa - sb) / n)
+        ratios.append(100 * sa / sb if sb else float("inf"))
+    diffs.sort()
+    ratios.sort()
+    lo, hi = int(0.025 * samples), min(samples - 1, int(0.975 * samples))
+    ma, mb = sum(a) / n, sum(b) / n
+    return {"n": n, "mean_a": ma, "mean_b": mb, "diff": ma - mb, "diff_lo": diffs[lo], "diff_hi": diffs[hi],
+            "ratio": 100 * ma / mb if mb else float("inf"), "ratio_lo": ratios[lo], "ratio_hi": ratios[hi],
+            "p_a_higher": sum(d > 0 for d in diffs) / samples}
+
+
+def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0) -> dict[str, float]:
+    sa, sb = per_input_rouge_l(read_records(run_a)), per_input_rouge_l(read_records(run_b))
+    if set(sa) != set(sb):
+        only = sorted(set(sa) ^ set(sb))
+        raise ValueError(f"{run_a} and {run_b} hold different inputs ({len(only)} ids in one only, e.g. {only[:3]}); "
+                         "compare runs decoded on the same test inputs (same data config and max_eval_samples)")
+    ids = sorted(sa)
+    return paired_bootstrap([sa[i] for i in ids], [sb[i] for i in ids], samples, seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    for run in (args.run_a, args.run_b):
+        if not (Path(run) / "predictions.jsonl").exists():
+            p.error(f"{run} has no predictions.jsonl; give a run folder of a sweep (runs/results/<task>/<run>/<decoder>)")
+    r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed)
+    print(f"R-L on {r['n']} paired inputs: A {r['mean_a']:.2f}, B {r['mean_b']:.2f}; "
+          f"A - B {r['diff']:+.2f} [95 % {r['diff_lo']:+.2f}, {r['diff_hi']:+.2f}]; "
+          f"A = {r['ratio']:.1f} % of B [{r['ratio_lo']:.1f}, {r['ratio_hi']:.1f}]; "
+          f"A higher in {100 * r['p_a_higher']:.1f} % of {args.samples} resamples")
+
+
+if __name__ == "__main__":
+    main()
