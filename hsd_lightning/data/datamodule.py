@@ -48,9 +48,9 @@ class TextGenDataModule(L.LightningDataModule):
             fine-tuning on small data. Each row continues the source text itself: the prompt is the source's first
             k tokens (no template), the target its next ``continuation_tokens`` tokens (no EOS: the text goes on),
             k drawn per row with ``seed`` from [16, min(source tokens, max_source_tokens) - continuation_tokens].
-            A row is a real decoding situation (a prompt, then generated tokens under the plan of their step), so a skip plan
-            trained on it learns what it will run; it gives a plan ~``continuation_tokens`` target tokens per row
-            where a summary gives ~25. Sources too short for one window are left out (logged). Measured on XSum
+            A row is a real decoding situation (a prompt, then generated tokens under the plan of their step), so a
+            skip plan trained on it learns what it will run; it gives a plan ~``continuation_tokens`` target tokens
+            per row where a summary gives ~25. Sources too short for one window are left out (logged). Measured on XSum
             (README): at equal compute it did worse than more epochs of the task rows.
         continuation_tokens: target length of a source-continuation row.
     """
