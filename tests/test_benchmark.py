@@ -127,6 +127,7 @@ def test_train_step_benchmark_checks_the_mask_and_reports_medians(capsys):
                            "--t_max", "8", "--reps", "2"])
     assert out["reps"] == 1 and min(out["plain_ms"], out["mask_ms"], out["planned_ms"]) > 0
     assert out["planned_over_plain"] == pytest.approx(out["planned_ms"] / out["plain_ms"])
+    assert out["all_plans_over_plain"] == pytest.approx(out["all_plans_ms"] / out["plain_ms"]) and out["plans"] == 4
     with pytest.raises(SystemExit):
         train_step.main(["--model", "tiny-llama", "--seq", "24", "--prompt", "24"])
     assert "--prompt 24 must be between 1 and --seq - 1 (23)" in capsys.readouterr().err

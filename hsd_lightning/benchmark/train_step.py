@@ -9,10 +9,12 @@ prompt, label -100) and, per repetition, in turn:
 * *plain*: forward + backward of the model, as ``fit`` runs a standard fine-tune;
 * *mask*: building the ``[B, S, L]`` run mask for rows drawn from the skip-aware recipe's plans (vanilla, HSD s=1 and
   s=2 E_max 10, SkipDecode (8,20), with E scaled to the model's depth as the sweep does);
-* *planned*: the mask plus forward + backward under it, as ``fit`` runs a skip-aware fine-tune.
+* *planned*: the mask plus forward + backward under it, as ``fit`` runs a skip-aware fine-tune;
+* *all_plans*: every row under every plan of the recipe, the prompt run once (``model.all_plans_per_row``,
+  ``training/shared_prompt.py``): forward + backward of the plans' mean loss, 4 plans' worth of rows per step.
 
 Each timing ends with a device synchronisation; the first repetition is a warm-up and is dropped. Printed: the
-medians, and *planned / plain*. Before timing, the masked forward with every row at full depth is checked to give
+medians, *planned / plain* and *all_plans / plain*. Before timing, the masked forward with every row at full depth is checked to give
 the plain loss (the mask machinery itself changes nothing).
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from ..decoding import build_paper_decoder
 from ..decoding.plans import PlanMixture, planned
 from ..models.loading import load_model
+from ..training.shared_prompt import shared_prompt_losses
 
 RECIPE = [("vanilla", {}), ("hsd", {"s": 1, "e_min": 0, "e_max": 12}), ("hsd", {"s": 2, "e_min": 0, "e_max": 12}),
           ("skipdecode", {"e_min": 10, "e_max": 24})]  # paper E (36 layers) -> 10 / (8, 20) on 30 layers
@@ -77,6 +80,11 @@ def main(argv=None) -> dict:
             loss = model(**batch).loss
         loss.backward()
 
+    def all_plans() -> None:
+        with amp:
+            losses = shared_prompt_losses(model, batch, mixture.decoders, args.t_max)
+        (sum(losses) / len(losses)).backward()
+
     with torch.no_grad(), amp:  # the machinery alone changes nothing: full-depth plans give the plain loss
         full = mixture.run_mask([mixture.decoders[0]] * args.batch, labels, L)
         with planned(model, full):
@@ -85,9 +93,9 @@ def main(argv=None) -> dict:
     if not torch.allclose(masked.float(), ref.float(), rtol=1e-5, atol=1e-5):
         raise RuntimeError(f"masked full-depth loss {masked.item()} != plain loss {ref.item()}")
 
-    times: dict[str, list[float]] = {"plain": [], "mask": [], "planned": []}
+    times: dict[str, list[float]] = {"plain": [], "mask": [], "planned": [], "all_plans": []}
     for rep in range(args.reps):
-        for name, fn in (("plain", plain), ("mask", mask), ("planned", run_planned)):
+        for name, fn in (("plain", plain), ("mask", mask), ("planned", run_planned), ("all_plans", all_plans)):
             model.zero_grad(set_to_none=True)
             _sync(device)
             t0 = time.perf_counter()
@@ -98,7 +106,8 @@ def main(argv=None) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {"model": args.model, "device": str(device), "autocast": args.autocast, "batch": args.batch, "seq": args.seq,
            "prompt": args.prompt, "t_max": args.t_max, "reps": args.reps - 1,
-           **{f"{k}_ms": 1e3 * v for k, v in med.items()}, "planned_over_plain": med["planned"] / med["plain"]}
+           **{f"{k}_ms": 1e3 * v for k, v in med.items()}, "planned_over_plain": med["planned"] / med["plain"],
+           "all_plans_over_plain": med["all_plans"] / med["plain"], "plans": len(mixture.decoders)}
     print(json.dumps(out, indent=2))
     return out
 

@@ -13,6 +13,7 @@ import torch
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
 from ..training.resume import rng_state, set_rng_state, start_next_epoch_fresh
+from ..training.shared_prompt import shared_prompt_losses
 from .families import family
 from .loading import load_model, load_tokenizer
 
@@ -46,6 +47,11 @@ class CausalLMModule(L.LightningModule):
         distill_weight: with ``train_plans``, mix the reference loss with self-distillation: the loss of a row is
             ``(1 - w) * CE(labels) + w * KL(full-depth next-token distribution || planned one)`` on its target
             tokens, the full-depth pass being the same model with every layer, without gradient (default 0: off).
+        all_plans_per_row: with ``train_plans``, train every row under *every* plan instead of one drawn plan: the
+            prompt runs once (every plan runs it with all layers) and its KV cache is shared by the plans' target
+            passes (``training/shared_prompt.py``); the loss is the weight-averaged loss of the plans. Each plan
+            sees every row, for about one extra target pass per plan: on long prompts (summaries) 4 plans cost
+            ~1.2x one. Validation computes its per-plan losses the same way (the same numbers). Default off.
         adapter: start from a saved LoRA adapter (``finetune: lora``): a folder written by
             ``python -m hsd_lightning.models.adapters`` or the name of one shipped in ``hsd_lightning/adapters``
             (e.g. ``smollm2-e2e-skipaware``). Its LoRA settings come from the folder.
@@ -58,7 +64,7 @@ class CausalLMModule(L.LightningModule):
                  max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None,
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
                  val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
-                 lr_decay_steps: int = 0):
+                 lr_decay_steps: int = 0, all_plans_per_row: bool = False):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
@@ -78,6 +84,9 @@ class CausalLMModule(L.LightningModule):
         # over the one saved in a checkpoint; with none given, predict decodes with the checkpoint's decoder
         self.decoder_pinned = decoder is not None
         self.plans = _build_mixture(train_plans, self.t_max) if train_plans else None
+        if all_plans_per_row and not train_plans:
+            raise ValueError("all_plans_per_row=True trains every row under every plan of model.train_plans, which is "
+                             "not set; set train_plans or drop all_plans_per_row")
         self.trained_t_max: int | None = None  # t_max a loaded skip-aware checkpoint was trained for
         self._t_max_warned: tuple | None = None
         self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed (see training/resume.py)
@@ -158,14 +167,34 @@ class CausalLMModule(L.LightningModule):
                                  " (and trainer.accumulate_grad_batches to keep the effective batch)"):
             if self.plans is None:
                 loss = self.model(**batch).loss
+            elif self.hparams.all_plans_per_row:
+                decoders, weights = self.plans.decoders, self.plans.weights
+                losses = self.all_plan_losses(batch, decoders)
+                loss = sum(w * x for w, x in zip(weights, losses)) / sum(weights)
             else:
                 rng = random.Random(hash((self.hparams.plan_seed, self.global_step, self.global_rank)))
                 loss = self.plan_loss(batch, self.plans.draw(rows, rng))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=rows)
         return loss
 
+    def all_plan_losses(self, batch: dict, decoders: list[Decoder]) -> list[torch.Tensor]:
+        """Loss of the batch under each of ``decoders``, one prompt pass shared by all (``all_plans_per_row``)."""
+        w = self.hparams.distill_weight if self.training else 0.0
+        full = [i for i, d in enumerate(decoders) if d.name == "vanilla"]
+        if w and not full:  # the teacher: a full-depth branch whose loss is not used
+            return self.all_plan_losses(batch, [*decoders, Vanilla()])[:-1]
+        return shared_prompt_losses(self.model, batch, decoders, self.t_max, w, full[0] if full else None)
+
     def validation_step(self, batch, batch_idx):
         rows = batch["input_ids"].shape[0]
+        if self.plans is not None and self.hparams.all_plans_per_row:
+            # val/loss and each plan's loss from one shared prompt pass (the same numbers as the code below)
+            decoders = [Vanilla()] + [d for d in self.plans.decoders if d.name != "vanilla"]
+            losses = self.all_plan_losses(batch, decoders if self.hparams.val_plans else decoders[:1])
+            self.log("val/loss", losses[0], prog_bar=True, sync_dist=True, batch_size=rows)
+            for dec, loss in zip(decoders[1:], losses[1:]):
+                self.log(f"val/loss_{dec.describe()}", loss, sync_dist=True, batch_size=rows)
+            return
         loss = self.model(**batch).loss
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=rows)
         if self.plans is not None and self.hparams.val_plans:
