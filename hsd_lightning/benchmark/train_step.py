@@ -14,8 +14,8 @@ prompt, label -100) and, per repetition, in turn:
   ``training/shared_prompt.py``): forward + backward of the plans' mean loss, 4 plans' worth of rows per step.
 
 Each timing ends with a device synchronisation; the first repetition is a warm-up and is dropped. Printed: the
-medians, *planned / plain* and *all_plans / plain*. Before timing, the masked forward with every row at full depth is checked to give
-the plain loss (the mask machinery itself changes nothing).
+medians, *planned / plain* and *all_plans / plain*. Before timing, the masked forward with every row at full depth
+is checked to give the plain loss (the mask machinery itself changes nothing).
 """
 from __future__ import annotations
 
