@@ -47,4 +47,18 @@ def test_mismatched_runs_are_named(tmp_path, capsys):
         paired_bootstrap([1.0, 2.0], [1.0])
     with pytest.raises(SystemExit):
         main([str(a), str(tmp_path / "missing")])
-    assert "has no predictions.jsonl; give a run folder of a sweep" in capsys.readouterr().err
+    assert "is neither a predictions file nor a sweep folder" in capsys.readouterr().err
+
+
+def test_a_reports_predictions_file_takes_the_references_of_the_other_run(tmp_path):
+    preds = ["a man sharpening knives", "A dog is running fast.", "football"]
+    run = _run(tmp_path / "a", preds)
+    committed = tmp_path / "vanilla.jsonl"  # as the report commits them: no references
+    committed.write_text("".join(json.dumps({"id": f"t-{i}", "input": "x", "prediction": p}) + "\n"
+                                 for i, p in enumerate(preds[::-1])))
+    both = compare(run, committed, samples=100)
+    by_hand = per_input_rouge_l({f"t-{i}": {"prediction": p, "references": r}
+                                 for i, (p, r) in enumerate(zip(preds[::-1], REFS))})
+    assert both["mean_b"] == pytest.approx(sum(by_hand.values()) / 3)
+    with pytest.raises(ValueError, match="holds no references for 't-0' and neither does the other run"):
+        compare(committed, committed)

@@ -2,8 +2,10 @@
 
     python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--samples 2000] [--seed 0]
 
-A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included). The two runs are
-paired by example id (both must hold the same ids). Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best
+A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included) or a committed
+predictions file of a report (``docs/results/<task>/predictions/<run>/<decoder>.jsonl``, which holds no references:
+they come from the other run, which must then be a sweep folder). The two runs are paired by example id (both must
+hold the same ids). Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best
 over the references), so the mean over inputs is the table's R-L. The inputs are resampled with replacement; each
 resample gives mean(A) - mean(B) and 100 * mean(A) / mean(B) (A's "% of B": HSD against vanilla, or a skip-aware
 vanilla against the standard fine-tune's). Printed: both means, the difference and the ratio with their 95 %
@@ -14,6 +16,7 @@ Why hand-written: torchmetrics' ``BootStrapper`` resamples one metric's updates,
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 
@@ -54,8 +57,27 @@ def paired_bootstrap(a: list[float], b: list[float], samples: int = 2000, seed: 
             "p_a_higher": sum(d > 0 for d in diffs) / samples}
 
 
+def load_run(run: Path) -> dict[str, dict]:
+    """``{id: record}`` of a sweep folder (``predictions.jsonl``) or of a report's predictions file."""
+    run = Path(run)
+    if run.is_file():
+        return {r["id"]: r for r in map(json.loads, run.read_text(encoding="utf-8").splitlines()) if r}
+    if (run / "predictions.jsonl").exists():
+        return read_records(run)
+    raise ValueError(f"{run} is neither a predictions file nor a sweep folder with predictions.jsonl; give "
+                     "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
+
+
 def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0) -> dict[str, float]:
-    sa, sb = per_input_rouge_l(read_records(run_a)), per_input_rouge_l(read_records(run_b))
+    ra, rb = load_run(run_a), load_run(run_b)
+    for mine, other, name in ((ra, rb, run_a), (rb, ra, run_b)):  # a report's file: references from the other run
+        for i, rec in mine.items():
+            if "references" not in rec:
+                if "references" not in other.get(i, {}):
+                    raise ValueError(f"{name} holds no references for {i!r} and neither does the other run; one of "
+                                     "the two must be a sweep folder (its predictions.jsonl keeps the references)")
+                rec["references"] = other[i]["references"]
+    sa, sb = per_input_rouge_l(ra), per_input_rouge_l(rb)
     if set(sa) != set(sb):
         only = sorted(set(sa) ^ set(sb))
         raise ValueError(f"{run_a} and {run_b} hold different inputs ({len(only)} ids in one only, e.g. {only[:3]}); "
@@ -71,10 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    for run in (args.run_a, args.run_b):
-        if not (Path(run) / "predictions.jsonl").exists():
-            p.error(f"{run} has no predictions.jsonl; give a run folder of a sweep (runs/results/<task>/<run>/<decoder>)")
-    r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed)
+    try:
+        r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed)
+    except ValueError as err:
+        p.error(str(err))
     print(f"R-L on {r['n']} paired inputs: A {r['mean_a']:.2f}, B {r['mean_b']:.2f}; "
           f"A - B {r['diff']:+.2f} [95 % {r['diff_lo']:+.2f}, {r['diff_hi']:+.2f}]; "
           f"A = {r['ratio']:.1f} % of B [{r['ratio_lo']:.1f}, {r['ratio_hi']:.1f}]; "
