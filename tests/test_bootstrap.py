@@ -41,7 +41,7 @@ def test_mismatched_runs_are_named(tmp_path, capsys):
     b = tmp_path / "b"
     b.mkdir()
     (b / "predictions.jsonl").write_text(json.dumps({"id": "t-9", "prediction": "x", "references": ["x"]}) + "\n")
-    with pytest.raises(ValueError, match=r"hold different inputs \(4 ids in one only.*same test inputs"):
+    with pytest.raises(ValueError, match=r"hold different inputs \(4 in one only.*--shared to use the 0 both"):
         compare(a, b)
     with pytest.raises(ValueError, match="two non-empty lists of equal length, got 2 and 1"):
         paired_bootstrap([1.0, 2.0], [1.0])
@@ -52,13 +52,39 @@ def test_mismatched_runs_are_named(tmp_path, capsys):
 
 def test_a_reports_predictions_file_takes_the_references_of_the_other_run(tmp_path):
     preds = ["a man sharpening knives", "A dog is running fast.", "football"]
-    run = _run(tmp_path / "a", preds)
-    committed = tmp_path / "vanilla.jsonl"  # as the report commits them: no references
-    committed.write_text("".join(json.dumps({"id": f"t-{i}", "input": "x", "prediction": p}) + "\n"
-                                 for i, p in enumerate(preds[::-1])))
+    srcs = ["man, knife, sharpen", "dog, park, run", "kid, football, play"]
+    run = _sweep(tmp_path / "a", [(f"t-{i}", s, p, r[0]) for i, (s, p, r) in enumerate(zip(srcs, preds, REFS))])
+    committed = tmp_path / "vanilla.jsonl"  # as the report commits them: the input line, no references
+    committed.write_text("".join(json.dumps({"id": f"t-{i}", "input": f"Article: {s}", "prediction": p}) + "\n"
+                                 for i, (s, p) in enumerate(zip(srcs, preds[::-1]))))
     both = compare(run, committed, samples=100)
-    by_hand = per_input_rouge_l({f"t-{i}": {"prediction": p, "references": r}
+    by_hand = per_input_rouge_l({f"t-{i}": {"prediction": p, "references": r[:1]}
                                  for i, (p, r) in enumerate(zip(preds[::-1], REFS))})
     assert both["mean_b"] == pytest.approx(sum(by_hand.values()) / 3)
-    with pytest.raises(ValueError, match="holds no references for 't-0' and neither does the other run"):
+    with pytest.raises(ValueError, match="holds no references for 'Article: man, knife, sharpen' and neither"):
         compare(committed, committed)
+    # two reports' files: the references of a third run, a sweep over the same inputs
+    assert compare(committed, committed, samples=10, references=run)["mean_a"] == pytest.approx(both["mean_b"])
+
+
+def _sweep(folder, rows):
+    """A sweep folder; rows: (id, source, prediction, reference), prompts in the XSum template."""
+    folder.mkdir(parents=True)
+    folder.joinpath("predictions.jsonl").write_text("".join(
+        json.dumps({"id": i, "prompt": f"Summarize.\nArticle: {src}\nSummary:", "prediction": p,
+                    "references": [ref]}) + "\n" for i, src, p, ref in rows))
+    return folder
+
+
+def test_runs_pair_by_input_not_by_id(tmp_path):
+    """Two configs that draw their test subsets differently give one id to different inputs: pairing is by input."""
+    a = _sweep(tmp_path / "a", [("t-0", "cats sleep", "cats sleep a lot", "cats sleep"),
+                               ("t-1", "dogs bark", "dogs bark loudly", "dogs bark"),
+                               ("t-2", "birds sing", "birds sing", "birds sing")])
+    b = _sweep(tmp_path / "b", [("t-0", "dogs bark", "dogs bark loudly", "dogs bark"),  # same ids, other inputs
+                               ("t-1", "cats sleep", "cats sleep a lot", "cats sleep"),
+                               ("t-2", "fish swim", "fish", "fish swim")])
+    with pytest.raises(ValueError, match=r"hold different inputs \(2 in one only.*--shared to use the 2 both hold"):
+        compare(a, b)
+    r = compare(a, b, samples=100, shared=True)
+    assert r["n"] == 2 and r["diff"] == 0  # the same predictions for the same two inputs, whatever their ids

@@ -1,12 +1,15 @@
 """Is a difference in R-L between two runs on the same test inputs more than the choice of inputs? A paired bootstrap.
 
-    python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--samples 2000] [--seed 0]
+    python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--shared] [--references <sweep>] [--samples 2000]
 
 A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included) or a committed
 predictions file of a report (``docs/results/<task>/predictions/<run>/<decoder>.jsonl``, which holds no references:
-they come from the other run, which must then be a sweep folder). The two runs are paired by example id (both must
-hold the same ids). Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best
-over the references), so the mean over inputs is the table's R-L. The inputs are resampled with replacement; each
+they come from the other run, which must then be a sweep folder). The two runs are paired by *input* (the prompt's
+source line, what the reports show as "input"), not by example id: an id is an input's position in the test subset a
+config draws, and configs that draw their subset differently (``shuffle_subset``) give one id to different inputs.
+Both runs must hold the same inputs, or with ``--shared`` the comparison uses the inputs both hold (printed).
+Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best over the references), so the mean over inputs is the
+table's R-L. The inputs are resampled with replacement; each
 resample gives mean(A) - mean(B) and 100 * mean(A) / mean(B) (A's "% of B": HSD against vanilla, or a skip-aware
 vanilla against the standard fine-tune's). Printed: both means, the difference and the ratio with their 95 %
 percentile intervals, and the share of resamples in which A scores higher.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from torchmetrics.functional.text import rouge_score
 
+from .report import _source_line
 from .writer import read_records
 
 
@@ -57,31 +61,58 @@ def paired_bootstrap(a: list[float], b: list[float], samples: int = 2000, seed: 
             "p_a_higher": sum(d > 0 for d in diffs) / samples}
 
 
+def input_key(rec: dict) -> str:
+    """What pairs two runs' records: the input as the reports show it (else the id, for records without text)."""
+    if "input" in rec:
+        return rec["input"]
+    return _source_line(rec["prompt"]) if rec.get("prompt") else rec["id"]
+
+
 def load_run(run: Path) -> dict[str, dict]:
-    """``{id: record}`` of a sweep folder (``predictions.jsonl``) or of a report's predictions file."""
+    """``{input: record}`` of a sweep folder (``predictions.jsonl``) or of a report's predictions file."""
     run = Path(run)
     if run.is_file():
-        return {r["id"]: r for r in map(json.loads, run.read_text(encoding="utf-8").splitlines()) if r}
-    if (run / "predictions.jsonl").exists():
-        return read_records(run)
-    raise ValueError(f"{run} is neither a predictions file nor a sweep folder with predictions.jsonl; give "
-                     "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
+        records = [json.loads(line) for line in run.read_text(encoding="utf-8").splitlines() if line.strip()]
+    elif (run / "predictions.jsonl").exists():
+        records = list(read_records(run).values())
+    else:
+        raise ValueError(f"{run} is neither a predictions file nor a sweep folder with predictions.jsonl; give "
+                         "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
+    out = {input_key(r): r for r in records}
+    if len(out) != len(records):
+        raise ValueError(f"{run}: {len(records) - len(out)} records repeat another's input; pairing by input needs "
+                         "distinct inputs")
+    return out
 
 
-def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0) -> dict[str, float]:
+def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0, shared: bool = False,
+            references: Path | None = None) -> dict[str, float]:
+    """Paired bootstrap of R-L, A against B; ``references``: a sweep folder that supplies the references (by
+    input) where neither run holds them (two reports' predictions files)."""
     ra, rb = load_run(run_a), load_run(run_b)
+    if references is not None:
+        refs = load_run(references)
+        for rec in (*ra.values(), *rb.values()):
+            if "references" not in rec and "references" in refs.get(input_key(rec), {}):
+                rec["references"] = refs[input_key(rec)]["references"]
+    if shared:  # only the inputs both runs decoded
+        both = set(ra) & set(rb)
+        ra, rb = {k: v for k, v in ra.items() if k in both}, {k: v for k, v in rb.items() if k in both}
+        if not ra:
+            raise ValueError(f"{run_a} and {run_b} share no input")
     for mine, other, name in ((ra, rb, run_a), (rb, ra, run_b)):  # a report's file: references from the other run
         for i, rec in mine.items():
             if "references" not in rec:
                 if "references" not in other.get(i, {}):
-                    raise ValueError(f"{name} holds no references for {i!r} and neither does the other run; one of "
+                    raise ValueError(f"{name} holds no references for {i[:40]!r} and neither does the other run; one of "
                                      "the two must be a sweep folder (its predictions.jsonl keeps the references)")
                 rec["references"] = other[i]["references"]
     sa, sb = per_input_rouge_l(ra), per_input_rouge_l(rb)
     if set(sa) != set(sb):
         only = sorted(set(sa) ^ set(sb))
-        raise ValueError(f"{run_a} and {run_b} hold different inputs ({len(only)} ids in one only, e.g. {only[:3]}); "
-                         "compare runs decoded on the same test inputs (same data config and max_eval_samples)")
+        raise ValueError(f"{run_a} and {run_b} hold different inputs ({len(only)} in one only, e.g. "
+                         f"{[x[:40] for x in only[:2]]}); compare runs decoded on the same test inputs (same data "
+                         f"config and max_eval_samples), or pass --shared to use the {len(set(sa) & set(sb))} both hold")
     ids = sorted(sa)
     return paired_bootstrap([sa[i] for i in ids], [sb[i] for i in ids], samples, seed)
 
@@ -92,12 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_b")
     p.add_argument("--samples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shared", action="store_true", help="compare on the inputs both runs hold")
+    p.add_argument("--references", default=None,
+                   help="a sweep folder whose references serve runs that hold none (reports' predictions files)")
     args = p.parse_args(argv)
     try:
-        r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed)
+        r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed, args.shared,
+                    Path(args.references) if args.references else None)
     except ValueError as err:
         p.error(str(err))
-    print(f"R-L on {r['n']} paired inputs: A {r['mean_a']:.2f}, B {r['mean_b']:.2f}; "
+    print(f"R-L on {r['n']} inputs paired by input text: A {r['mean_a']:.2f}, B {r['mean_b']:.2f}; "
           f"A - B {r['diff']:+.2f} [95 % {r['diff_lo']:+.2f}, {r['diff_hi']:+.2f}]; "
           f"A = {r['ratio']:.1f} % of B [{r['ratio_lo']:.1f}, {r['ratio_hi']:.1f}]; "
           f"A higher in {100 * r['p_a_higher']:.1f} % of {args.samples} resamples")
