@@ -43,6 +43,8 @@ def test_mismatched_runs_are_named(tmp_path, capsys):
     (b / "predictions.jsonl").write_text(json.dumps({"id": "t-9", "prediction": "x", "references": ["x"]}) + "\n")
     with pytest.raises(ValueError, match=r"hold different inputs \(4 in one only.*--shared to use the 0 both"):
         compare(a, b)
+    with pytest.raises(ValueError, match="share no input"):
+        compare(a, b, shared=True)
     with pytest.raises(ValueError, match="two non-empty lists of equal length, got 2 and 1"):
         paired_bootstrap([1.0, 2.0], [1.0])
     with pytest.raises(SystemExit):
@@ -88,3 +90,9 @@ def test_runs_pair_by_input_not_by_id(tmp_path):
         compare(a, b)
     r = compare(a, b, samples=100, shared=True)
     assert r["n"] == 2 and r["diff"] == 0  # the same predictions for the same two inputs, whatever their ids
+    # a boilerplate first line shared by two articles pairs on the same subset (by id and line), not across subsets
+    dup = [("t-0", "Media playback is unsupported", "x", "y"), ("t-1", "Media playback is unsupported", "y", "y")]
+    assert compare(_sweep(tmp_path / "c", dup), _sweep(tmp_path / "d", dup), samples=10)["n"] == 2
+    other = [("t-0", "Media playback is unsupported", "x", "y"), ("t-1", "cats sleep", "cats", "cats sleep")]
+    with pytest.raises(ValueError, match="share no input"):  # the repeated line cannot say which article it is
+        compare(_sweep(tmp_path / "e", dup), _sweep(tmp_path / "f", other), samples=10, shared=True)

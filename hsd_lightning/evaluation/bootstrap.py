@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 from torchmetrics.functional.text import rouge_score
@@ -29,8 +30,8 @@ from .report import _source_line
 from .writer import read_records
 
 
-def per_input_rouge_l(records: dict[str, dict]) -> dict[str, float]:
-    """``{example id: ROUGE-L F1 (0-100)}``; inputs without a non-empty reference are left out, as in the tables."""
+def per_input_rouge_l(records: dict) -> dict:
+    """``{key: ROUGE-L F1 (0-100)}``; inputs without a non-empty reference are left out, as in the tables."""
     out = {}
     for i, r in records.items():
         refs = [x for x in r["references"] if x.strip()]
@@ -61,60 +62,71 @@ def paired_bootstrap(a: list[float], b: list[float], samples: int = 2000, seed: 
             "p_a_higher": sum(d > 0 for d in diffs) / samples}
 
 
-def input_key(rec: dict) -> str:
-    """What pairs two runs' records: the input as the reports show it (else the id, for records without text)."""
+def input_line(rec: dict) -> str:
+    """A record's input as the reports show it (the prompt's source line), else its id (records without text)."""
     if "input" in rec:
         return rec["input"]
     return _source_line(rec["prompt"]) if rec.get("prompt") else rec["id"]
 
 
-def load_run(run: Path) -> dict[str, dict]:
-    """``{input: record}`` of a sweep folder (``predictions.jsonl``) or of a report's predictions file."""
+def load_run(run: Path) -> list[dict]:
+    """The records of a sweep folder (``predictions.jsonl``) or of a report's predictions file."""
     run = Path(run)
     if run.is_file():
-        records = [json.loads(line) for line in run.read_text(encoding="utf-8").splitlines() if line.strip()]
-    elif (run / "predictions.jsonl").exists():
-        records = list(read_records(run).values())
-    else:
-        raise ValueError(f"{run} is neither a predictions file nor a sweep folder with predictions.jsonl; give "
-                         "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
-    out = {input_key(r): r for r in records}
-    if len(out) != len(records):
-        raise ValueError(f"{run}: {len(records) - len(out)} records repeat another's input; pairing by input needs "
-                         "distinct inputs")
-    return out
+        return [json.loads(line) for line in run.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if (run / "predictions.jsonl").exists():
+        return list(read_records(run).values())
+    raise ValueError(f"{run} is neither a predictions file nor a sweep folder with predictions.jsonl; give "
+                     "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
+
+
+def _by_unique_line(records: list[dict]) -> dict[str, dict]:
+    """``{input line: record}`` for the lines that occur once (an article's first line may be boilerplate)."""
+    count = Counter(map(input_line, records))
+    return {input_line(r): r for r in records if count[input_line(r)] == 1}
+
+
+def pair_runs(ra: list[dict], rb: list[dict], shared: bool = False) -> tuple[dict, dict]:
+    """The two runs' records under common keys. Runs on the same test subset pair by (id, input line), every
+    record; runs on different subsets (an id is a position in a config's subset) pair by input line, only with
+    ``shared``, over the inputs both hold whose line is unique in each run."""
+    a = {(r["id"], input_line(r)): r for r in ra}
+    b = {(r["id"], input_line(r)): r for r in rb}
+    if set(a) == set(b):
+        return a, b
+    a, b = _by_unique_line(ra), _by_unique_line(rb)
+    both = set(a) & set(b)
+    if not shared:
+        only = len({input_line(r) for r in ra} ^ {input_line(r) for r in rb})
+        raise ValueError(f"the two runs hold different inputs ({only} in one only); compare runs decoded on the same "
+                         f"test inputs (same data config and max_eval_samples), or pass --shared to use the "
+                         f"{len(both)} both hold")
+    if not both:
+        raise ValueError("the two runs share no input")
+    return {k: a[k] for k in both}, {k: b[k] for k in both}
 
 
 def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0, shared: bool = False,
             references: Path | None = None) -> dict[str, float]:
     """Paired bootstrap of R-L, A against B; ``references``: a sweep folder that supplies the references (by
-    input) where neither run holds them (two reports' predictions files)."""
-    ra, rb = load_run(run_a), load_run(run_b)
-    if references is not None:
-        refs = load_run(references)
-        for rec in (*ra.values(), *rb.values()):
-            if "references" not in rec and "references" in refs.get(input_key(rec), {}):
-                rec["references"] = refs[input_key(rec)]["references"]
-    if shared:  # only the inputs both runs decoded
-        both = set(ra) & set(rb)
-        ra, rb = {k: v for k, v in ra.items() if k in both}, {k: v for k, v in rb.items() if k in both}
-        if not ra:
-            raise ValueError(f"{run_a} and {run_b} share no input")
-    for mine, other, name in ((ra, rb, run_a), (rb, ra, run_b)):  # a report's file: references from the other run
-        for i, rec in mine.items():
-            if "references" not in rec:
-                if "references" not in other.get(i, {}):
-                    raise ValueError(f"{name} holds no references for {i[:40]!r} and neither does the other run; one of "
-                                     "the two must be a sweep folder (its predictions.jsonl keeps the references)")
-                rec["references"] = other[i]["references"]
+    input line) where neither run holds them (two reports' predictions files)."""
+    ra, rb = pair_runs(load_run(run_a), load_run(run_b), shared)
+    refs = _by_unique_line(load_run(references)) if references is not None else {}
+    for mine, other, name in ((ra, rb, run_a), (rb, ra, run_b)):  # a report's file: references from elsewhere
+        for k, rec in mine.items():
+            if "references" in rec:
+                continue
+            source = other[k] if "references" in other[k] else refs.get(input_line(rec), {})
+            if "references" not in source:
+                raise ValueError(f"{name} holds no references for {input_line(rec)[:40]!r} and neither does the other "
+                                 "run; one of the two must be a sweep folder (its predictions.jsonl keeps the "
+                                 "references), or pass --references <sweep folder over the same inputs>")
+            rec["references"] = source["references"]
     sa, sb = per_input_rouge_l(ra), per_input_rouge_l(rb)
-    if set(sa) != set(sb):
-        only = sorted(set(sa) ^ set(sb))
-        raise ValueError(f"{run_a} and {run_b} hold different inputs ({len(only)} in one only, e.g. "
-                         f"{[x[:40] for x in only[:2]]}); compare runs decoded on the same test inputs (same data "
-                         f"config and max_eval_samples), or pass --shared to use the {len(set(sa) & set(sb))} both hold")
-    ids = sorted(sa)
-    return paired_bootstrap([sa[i] for i in ids], [sb[i] for i in ids], samples, seed)
+    if set(sa) != set(sb):  # an input without a non-empty reference in one run only
+        raise ValueError(f"{run_a} and {run_b}: {len(set(sa) ^ set(sb))} inputs have references in one run only")
+    keys = sorted(sa)
+    return paired_bootstrap([sa[k] for k in keys], [sb[k] for k in keys], samples, seed)
 
 
 def main(argv: list[str] | None = None) -> None:
