@@ -223,5 +223,18 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     assert cost["group"] == sa and cost["cost"] == pytest.approx(2.0) and cost["met"]
     assert cost["ft_group"] == "FT (ft/last.ckpt)"  # which standard fine-tune the cost is measured against
     assert "| FT (ft/last.ckpt) | 50.00 | 49.00 | 2.0 | **met** |" in md
+    # runs decoded on different test subsets (configs drawing them differently): their means are not compared
+    from hsd_lightning.evaluation.report import predictions_folder
+    ft = "e2e / m / FT (ft/last.ckpt) / beam 4"
+    for title, inputs in ((sa, ["a", "b", "c"]), (ft, ["a", "b", "d"])):
+        folder = tmp_path / "rep" / "predictions" / predictions_folder(title)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vanilla.jsonl").write_text("".join(json.dumps({"id": f"e2e-test-{i}", "input": x,
+                                                                   "prediction": "p"}) + "\n"
+                                                       for i, x in enumerate(inputs)))
+    [cost] = vanilla_cost(load_groups([str(tmp_path / "rep" / "report.csv")]))
+    assert cost["met"] is None and cost["shared_inputs"] == "2 of 3"
+    targets_main([str(tmp_path / "rep" / "report.csv"), "--out", str(tmp_path / "targets.md")])
+    assert "| 2.0 | not comparable: other test inputs (2 of 3 shared;" in (tmp_path / "targets.md").read_text()
     with pytest.raises(SystemExit, match="no such report: nope.csv"):
         targets_main(["nope.csv"])

@@ -90,10 +90,15 @@ def _source_line(prompt: str) -> str:
     return lines[1] if len(lines) > 1 else lines[0]
 
 
+def predictions_folder(title: str) -> str:
+    """The folder (under a report's ``predictions/``) that holds a run group's copied predictions."""
+    return re.sub(r"[^A-Za-z0-9.=,+-]+", "_", title).strip("_")
+
+
 def copy_predictions(groups: dict[str, list[dict]], folder: Path) -> None:
     """Compact copies of every run's predictions (id, input, prediction, layers per token) beside the report."""
     for title, rows in groups.items():
-        sub = folder / re.sub(r"[^A-Za-z0-9.=,+-]+", "_", title).strip("_")
+        sub = folder / predictions_folder(title)
         sub.mkdir(parents=True, exist_ok=True)
         for r in rows:
             src = Path(r["run"]) / "predictions.jsonl"

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 from pathlib import Path
 
-from .report import group_title
+from .report import group_title, predictions_folder
 
 # (decoder, share of vanilla R-L and BERTScore to keep, most average layers as a share of L)
 DEPTH_TARGETS = [("hsd(s=1,min=0,max=10)", 95.0, 0.62), ("hsd(s=2,min=0,max=10)", 90.0, 0.50)]
@@ -34,6 +35,7 @@ def load_groups(paths: list[str]) -> dict[str, list[dict]]:
         with open(path, newline="") as f:
             for r in csv.DictReader(f):
                 r["num_beams"] = int(float(r["num_beams"])) if r.get("num_beams") else None
+                r["report_dir"] = str(Path(path).parent)
                 for k in ("avg_layer", "rougeL", "pct_rougeL", "bertscore", "pct_bertscore"):
                     r[k] = _num(r.get(k, ""))
                 groups.setdefault(group_title(r), []).append(r)
@@ -95,9 +97,28 @@ def vanilla_cost(groups: dict[str, list[dict]]) -> list[dict]:
                     and g[0]["model"] == base["model"] and g[0]["num_beams"] == base["num_beams"] and _vanilla(g)]
         for ft_title, ft in standard:
             cost = 100.0 * (1 - base["rougeL"] / ft["rougeL"])
+            mine, theirs = _inputs(base, title), _inputs(ft, ft_title)
+            differ = mine is not None and theirs is not None and mine != theirs
             out.append({"group": title, "ft_group": _weights(ft_title), "ft_rougeL": ft["rougeL"],
-                        "rougeL": base["rougeL"], "cost": cost, "met": cost <= VANILLA_COST})
+                        "rougeL": base["rougeL"], "cost": cost, "met": None if differ else cost <= VANILLA_COST,
+                        "shared_inputs": f"{len(mine & theirs)} of {len(mine)}" if differ else None})
     return out
+
+
+def _inputs(row: dict, title: str) -> set[str] | None:
+    """The inputs a group's vanilla row decoded, from the predictions its report copied (None if not there).
+    Two configs may draw different test subsets of one split (``shuffle_subset``): their means are not comparable."""
+    path = Path(row["report_dir"]) / "predictions" / predictions_folder(title) / "vanilla.jsonl"
+    if not path.is_file():
+        return None
+    return {json.loads(line)["input"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def _verdict(cost: dict) -> str:
+    if cost["met"] is None:
+        return (f"not comparable: other test inputs ({cost['shared_inputs']} shared; "
+                "`evaluation.bootstrap --shared` compares on those)")
+    return "**met**" if cost["met"] else "not met"
 
 
 def _weights(title: str) -> str:
@@ -126,8 +147,7 @@ def markdown(groups: dict[str, list[dict]]) -> str:
            "| skip-aware weights | standard FT | its vanilla R-L | skip-aware vanilla R-L | cost % | |",
            "|---|---|---|---|---|---|"]
     md += [f"| {c['group']} | {c['ft_group']} | {c['ft_rougeL']:.2f} | {c['rougeL']:.2f} | {c['cost']:.1f} | "
-           f"{yes[c['met']]} |"
-           for c in vanilla_cost(groups)]
+           f"{_verdict(c)} |" for c in vanilla_cost(groups)]
     return "\n".join(md) + "\n"
 
 
