@@ -100,6 +100,19 @@ def test_subsetting_is_deterministic(data_root):
         E2EDataModule(prompt_template="no placeholder")
 
 
+def test_an_example_id_names_one_input_under_any_subset(data_root):
+    """A first-N and a seeded random subset of the test split: the ids they share name the same inputs."""
+    whole = E2EDataModule(data_dir=str(data_root)).dataset_for("test", "generate")
+    first = E2EDataModule(data_dir=str(data_root), max_eval_samples=3).dataset_for("test", "generate")
+    shuffled = E2EDataModule(data_dir=str(data_root), max_eval_samples=3, shuffle_subset=True,
+                             seed=3).dataset_for("test", "generate")
+    source = dict(zip(whole["id"], whole["source"]))
+    assert len(source) == len(whole) > 3 and first["id"] == [f"e2e-test-{k}" for k in range(3)]
+    assert set(shuffled["id"]) != set(first["id"])  # another subset
+    for ds in (first, shuffled):
+        assert [source[i] for i in ds["id"]] == ds["source"]
+
+
 def test_packaged_e2e_sample_is_used_without_a_data_folder(tmp_path, caplog):
     """A clone without the data folder still runs the main job: E2E test falls back to the packaged 50-MR sample."""
     import logging

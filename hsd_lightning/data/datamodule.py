@@ -41,7 +41,9 @@ class TextGenDataModule(L.LightningDataModule):
         prompt_template: must contain ``{source}``; the target follows it after a space and ends with EOS.
         max_source_tokens: sources longer than this are truncated (the source only, never template or target).
         max_train_samples / max_eval_samples: first N (or seeded random N if ``shuffle_subset``) training pairs /
-            evaluation inputs, for CPU budgets.
+            evaluation inputs, for CPU budgets. Two configs that differ in ``shuffle_subset`` decode different test
+            inputs; an example's id (``<dataset>-<split>-<k>``: the k-th distinct input of the whole split) names
+            the same input under any subset, so runs compare by id or by input (``evaluation.bootstrap``).
         predict_split: split used by ``predict`` and ``test`` (``test`` by default).
         allow_hub: if the local files are missing, load the task from the hub with ``datasets.load_dataset``.
         source_continuations: extra training rows per distinct training source (default 0: off), for skip-aware
@@ -197,9 +199,12 @@ class TextGenDataModule(L.LightningDataModule):
                 log.info("%s: %d task rows + %d source-continuation rows", self.dataset, len(ds), len(extra))
                 ds = datasets.concatenate_datasets([ds, extra])
         else:
-            groups = self._nonempty(self._subset(group_by_source(pairs), self.hparams.max_eval_samples), split)
-            ds = datasets.Dataset.from_dict({"id": [f"{self.dataset}-{split}-{i}" for i in range(len(groups))],
-                                             "source": [s for s, _ in groups], "references": [r for _, r in groups]})
+            # ids number the inputs of the whole split, before subsetting: one id is one input in every subset
+            # (until 2026-12-01 they numbered the subset, so a shuffled and a first-N subset shared ids, not inputs)
+            numbered = list(enumerate(group_by_source(pairs)))
+            kept = self._nonempty(self._subset(numbered, self.hparams.max_eval_samples), split)
+            ds = datasets.Dataset.from_dict({"id": [f"{self.dataset}-{split}-{k}" for k, _ in kept],
+                                             "source": [g[0] for _, g in kept], "references": [g[1] for _, g in kept]})
             ds = ds.map(self._gen_features, batched=True, fn_kwargs={"split": split},
                         new_fingerprint=f"{self.dataset}-{split}-gen")
         if self.num_truncated.get(split):

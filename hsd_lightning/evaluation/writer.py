@@ -182,7 +182,7 @@ def read_records(folder: Path) -> dict[str, dict]:
 
 
 def natural_key(example_id: str) -> list:
-    """``e2e-test-10`` after ``e2e-test-9``: ids are ordered by their numbers, as the inputs are."""
+    """``e2e-test-10`` after ``e2e-test-9``: ids are ordered by their numbers, the inputs' order in the split."""
     return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", str(example_id))]
 
 
