@@ -179,9 +179,9 @@ def test_rescore_recomputes_scores_and_keeps_the_rest(tmp_path, capsys):
     ("Summarize.\nArticle: A long text\nSummary:", "Article: A long text"),
 ])
 def test_report_shows_the_input_line_of_each_template(prompt, line):
-    from hsd_lightning.evaluation.report import _source_line
+    from hsd_lightning.evaluation.report import source_line
 
-    assert _source_line(prompt) == line
+    assert source_line(prompt) == line
 
 
 def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):

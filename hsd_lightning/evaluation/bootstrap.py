@@ -5,8 +5,9 @@
 A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included) or a committed
 predictions file of a report (``docs/results/<task>/predictions/<run>/<decoder>.jsonl``, which holds no references:
 they come from the other run, which must then be a sweep folder). The two runs are paired by *input* (the prompt's
-source line, what the reports show as "input"), not by example id: an id is an input's position in the test subset a
-config draws, and configs that draw their subset differently (``shuffle_subset``) give one id to different inputs.
+source line, what the reports show as "input"): until 2026-12-01 an id was an input's position in the test subset a
+config draws, so predictions written before then (the committed reports) give one id to different inputs where two
+configs draw their subsets differently (``shuffle_subset``).
 Both runs must hold the same inputs, or with ``--shared`` the comparison uses the inputs both hold (printed).
 Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best over the references), so the mean over inputs is the
 table's R-L. The inputs are resampled with replacement; each
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from torchmetrics.functional.text import rouge_score
 
-from .report import _source_line
+from .report import source_line
 from .writer import read_records
 
 
@@ -66,7 +67,7 @@ def input_line(rec: dict) -> str:
     """A record's input as the reports show it (the prompt's source line), else its id (records without text)."""
     if "input" in rec:
         return rec["input"]
-    return _source_line(rec["prompt"]) if rec.get("prompt") else rec["id"]
+    return source_line(rec["prompt"]) if rec.get("prompt") else rec["id"]
 
 
 def load_run(run: Path) -> list[dict]:
@@ -80,7 +81,7 @@ def load_run(run: Path) -> list[dict]:
                      "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
 
 
-def _by_unique_line(records: list[dict]) -> dict[str, dict]:
+def by_unique_input(records: list[dict]) -> dict[str, dict]:
     """``{input line: record}`` for the lines that occur once (an article's first line may be boilerplate)."""
     count = Counter(map(input_line, records))
     return {input_line(r): r for r in records if count[input_line(r)] == 1}
@@ -88,13 +89,13 @@ def _by_unique_line(records: list[dict]) -> dict[str, dict]:
 
 def pair_runs(ra: list[dict], rb: list[dict], shared: bool = False) -> tuple[dict, dict]:
     """The two runs' records under common keys. Runs on the same test subset pair by (id, input line), every
-    record; runs on different subsets (an id is a position in a config's subset) pair by input line, only with
+    record; runs on different subsets (or ids written before 2026-12-01, positions in a subset) pair by input line, only with
     ``shared``, over the inputs both hold whose line is unique in each run."""
     a = {(r["id"], input_line(r)): r for r in ra}
     b = {(r["id"], input_line(r)): r for r in rb}
     if set(a) == set(b):
         return a, b
-    a, b = _by_unique_line(ra), _by_unique_line(rb)
+    a, b = by_unique_input(ra), by_unique_input(rb)
     both = set(a) & set(b)
     if not shared:
         only = len({input_line(r) for r in ra} ^ {input_line(r) for r in rb})
@@ -111,7 +112,7 @@ def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0, shared
     """Paired bootstrap of R-L, A against B; ``references``: a sweep folder that supplies the references (by
     input line) where neither run holds them (two reports' predictions files)."""
     ra, rb = pair_runs(load_run(run_a), load_run(run_b), shared)
-    refs = _by_unique_line(load_run(references)) if references is not None else {}
+    refs = by_unique_input(load_run(references)) if references is not None else {}
     for mine, other, name in ((ra, rb, run_a), (rb, ra, run_b)):  # a report's file: references from elsewhere
         for k, rec in mine.items():
             if "references" in rec:

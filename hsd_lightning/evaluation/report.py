@@ -81,7 +81,7 @@ def paper_rows(dataset: str | None, model: str = "GPT-2") -> list[dict]:
     return rows
 
 
-def _source_line(prompt: str) -> str:
+def source_line(prompt: str) -> str:
     """The line of a prompt that holds the input: the second line of a template with an instruction line, the only
     line of a one-line template; a short closing answer cue ("Sentence:", "Summary:") is never it."""
     lines = [line for line in prompt.strip().splitlines() if line.strip()]
@@ -110,7 +110,7 @@ def copy_predictions(groups: dict[str, list[dict]], folder: Path) -> None:
                     passes = rec.get("layers_per_token", [])
                     lpt = passes[1:]
                     # passes: forward passes of this output (prompt pass included); evaluation/depth.py reads it
-                    f.write(json.dumps({"id": rec["id"], "input": _source_line(rec["prompt"]),
+                    f.write(json.dumps({"id": rec["id"], "input": source_line(rec["prompt"]),
                                         "prediction": rec["prediction"],
                                         "avg_layers": round(sum(lpt) / len(lpt), 2) if lpt else None,
                                         "passes": len(passes)},
@@ -131,7 +131,7 @@ def examples_text(groups: dict[str, list[dict]], n: int) -> str:
         parts.append(f"#### Examples: {title}\n")
         first = next(iter(preds.values()))
         for i, rec in enumerate(first):
-            parts.append(f"- **input** {_source_line(rec['prompt'])}")
+            parts.append(f"- **input** {source_line(rec['prompt'])}")
             for dec, recs in preds.items():
                 if i < len(recs):
                     parts.append(f"  - *{dec}*: {recs[i]['prediction']}")

@@ -18,6 +18,7 @@ import json
 import re
 from pathlib import Path
 
+from .bootstrap import by_unique_input, input_line
 from .report import group_title, predictions_folder
 
 # (decoder, share of vanilla R-L and BERTScore to keep, most average layers as a share of L)
@@ -98,20 +99,22 @@ def vanilla_cost(groups: dict[str, list[dict]]) -> list[dict]:
         for ft_title, ft in standard:
             cost = 100.0 * (1 - base["rougeL"] / ft["rougeL"])
             mine, theirs = _inputs(base, title), _inputs(ft, ft_title)
-            differ = mine is not None and theirs is not None and mine != theirs
+            differ = mine is not None and theirs is not None and sorted(map(input_line, mine)) != sorted(map(input_line, theirs))
+            shared = len(set(by_unique_input(mine)) & set(by_unique_input(theirs))) if differ else 0
             out.append({"group": title, "ft_group": _weights(ft_title), "ft_rougeL": ft["rougeL"],
                         "rougeL": base["rougeL"], "cost": cost, "met": None if differ else cost <= VANILLA_COST,
-                        "shared_inputs": f"{len(mine & theirs)} of {len(mine)}" if differ else None})
+                        "shared_inputs": f"{shared} of {len(mine)}" if differ else None})
     return out
 
 
-def _inputs(row: dict, title: str) -> set[str] | None:
-    """The inputs a group's vanilla row decoded, from the predictions its report copied (None if not there).
-    Two configs may draw different test subsets of one split (``shuffle_subset``): their means are not comparable."""
+def _inputs(row: dict, title: str) -> list[dict] | None:
+    """The records of a group's vanilla row, from the predictions its report copied (None if not there). Two
+    configs may draw different test subsets of one split (``shuffle_subset``): their means are not comparable; the
+    inputs they share are counted as the bootstrap pairs them (by input line, lines repeated in a run left out)."""
     path = Path(row["report_dir"]) / "predictions" / predictions_folder(title) / "vanilla.jsonl"
     if not path.is_file():
         return None
-    return {json.loads(line)["input"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _verdict(cost: dict) -> str:

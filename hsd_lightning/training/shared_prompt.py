@@ -41,7 +41,7 @@ def split_prompt_target(batch: dict) -> dict:
     target = ids.gather(1, (first[:, None] + k[None, :]).clamp(max=S - 1)).masked_fill(~t_mask, 0)
     return {"prompt": prompt, "prompt_mask": p_mask.long(), "prompt_pos": src.clamp(min=0),
             "target": target, "target_mask": t_mask.long(), "target_pos": first[:, None] + k[None, :],
-            "prompt_len": first, "target_len": n}
+            "target_len": n}
 
 
 def shared_prompt_losses(model, batch: dict, decoders: list, t_max: int, distill_weight: float = 0.0,
