@@ -51,8 +51,9 @@ class CausalLMModule(L.LightningModule):
             prompt runs once (every plan runs it with all layers) and its KV cache is shared by the plans' target
             passes (``training/shared_prompt.py``); the loss is the weight-averaged loss of the plans. Each plan
             sees every row, for about one extra target pass per plan: on XSum's shape (410-token prompts, 40-token
-            targets) 4 plans cost 1.10x one step. Validation computes its per-plan losses the same way (the same
-            numbers). Default off.
+            targets) 4 plans cost 1.10x one step; where targets are as long as prompts (HealthCareMagic) 2.25x, and
+            the target activations grow with the number of plans (split the batch: ``accumulate_grad_batches``).
+            Validation computes its per-plan losses the same way (the same numbers). Default off.
         adapter: start from a saved LoRA adapter (``finetune: lora``): a folder written by
             ``python -m hsd_lightning.models.adapters`` or the name of one shipped in ``hsd_lightning/adapters``
             (e.g. ``smollm2-e2e-skipaware``). Its LoRA settings come from the folder.
