@@ -11,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from .data import TextGenDataModule
 from .decoding import DECODERS, Decoder
+from .library_noise import drop_library_noise
 from .models.module import CausalLMModule
 from .training.resume import resolve_last
 
@@ -94,6 +95,7 @@ def _expand_compose(args: list[str]) -> list[str]:
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
+    drop_library_noise()
     args = list(sys.argv[1:] if args is None else args)
     args = _expand_compose(_rewrite_decoder_names(args))
     # the embedded default: no --config given -> configs/default.yaml (SmolLM2-135M on E2E, CPU-sized)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..decoding import build_paper_decoder
+from ..library_noise import quiet_libraries
 
 # (name, settings) as in the paper's tables, E values for a 36-layer model
 PAPER_ROWS = [("vanilla", {}), ("calm", {"d": 0.02}), ("calm", {"d": 0.005}),
@@ -116,26 +117,6 @@ def main(argv=None):
         add_agreement(model, dm, out, decoders, model.t_max)
     if not args.quiet:
         print(f"sweep done: {len(decoders)} decoders under {out}; report: python -m hsd_lightning.evaluation.report {out}")
-
-
-def quiet_libraries() -> None:
-    """Silence what means nothing to a user of the main job: Lightning's device/tip lines, datasets' map bars,
-    transformers' load reports (e.g. "layers were not sharded" for the BERTScore encoder)."""
-    import logging
-    import warnings
-
-    import datasets
-    import transformers
-
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # lightning's own use of a deprecated torch API
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")  # peft's use of a transformers API
-    # a resumed row whose inputs are all written already has an empty predict loader: expected, not a mistake
-    warnings.filterwarnings("ignore", message=".*Total length of `DataLoader` across ranks is zero.*")
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

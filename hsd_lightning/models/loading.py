@@ -8,10 +8,13 @@
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
+import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -100,15 +103,19 @@ def smollm2_local_dir() -> Path:
         gguf = smollm2_gguf_path()
         log.warning("converting %s to safetensors in %s (once, ~20 s)", gguf.name, out)
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # transformers 5.x refuses save_pretrained on a GGUF-loaded model: rebuild a clean model from the config
-        config = src.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        clean.load_state_dict(src.state_dict())
-        clean.generation_config = src.generation_config
-        clean.save_pretrained(tmp)
+        # transformers' GGUF reader and save_pretrained draw plain tqdm bars (no switch turns the first off): in a log
+        # file each is one long line of carriage returns, so they go nowhere unless a terminal shows them
+        bars = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+        with bars:
+            src = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            # transformers 5.x refuses save_pretrained on a GGUF-loaded model: rebuild a clean model from the config
+            config = src.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            clean.load_state_dict(src.state_dict())
+            clean.generation_config = src.generation_config
+            clean.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
     return cached_folder(out, convert)

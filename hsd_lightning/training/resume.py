@@ -44,6 +44,7 @@ def resolve_last(config) -> str | None:
     name = args.get("name") or "lightning_logs"
     hit = find_last_checkpoint(args.save_dir, name)
     if hit is None:
+        config.ckpt_path = None  # nothing to resume: a fresh run (Lightning would warn that "last" was not found)
         return (f"fit --ckpt_path last: no last checkpoint under {Path(args.save_dir, name)}; "
                 "starting from the first step")
     path, version = hit
