@@ -96,3 +96,14 @@ def test_runs_pair_by_input_not_by_id(tmp_path):
     other = [("t-0", "Media playback is unsupported", "x", "y"), ("t-1", "cats sleep", "cats", "cats sleep")]
     with pytest.raises(ValueError, match="share no input"):  # the repeated line cannot say which article it is
         compare(_sweep(tmp_path / "e", dup), _sweep(tmp_path / "f", other), samples=10, shared=True)
+
+
+def test_the_same_inputs_under_other_ids_pair_without_shared(tmp_path):
+    """Predictions written before 2026-12-01 number the subset, newer ones the split: the same 3 inputs under other
+    ids (our committed CommonGen predictions against a new sweep) pair by input, every one, without ``--shared``."""
+    rows = [("cats sleep", "cats sleep a lot", "cats sleep"), ("dogs bark", "dogs", "dogs bark"),
+            ("birds sing", "birds sing", "birds sing")]
+    a = _sweep(tmp_path / "a", [(f"t-{i}", *r) for i, r in enumerate(rows)])
+    b = _sweep(tmp_path / "b", [(f"t-{i + 7}", *r) for i, r in enumerate(reversed(rows))])
+    r = compare(a, b, samples=100)
+    assert r["n"] == 3 and r["diff"] == 0
