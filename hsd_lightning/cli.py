@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .data import TextGenDataModule
 from .decoding import DECODERS, Decoder
 from .library_noise import drop_library_noise
 from .models.module import CausalLMModule
+from .training.precision import cpu_bf16_warning
 from .training.resume import resolve_last
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -42,6 +44,9 @@ class HSDCLI(LightningCLI):
         decoder = cfg.get("decoder")
         if decoder is not None:
             self.model.use_decoder(decoder)
+        note = cpu_bf16_warning(self.trainer.precision, isinstance(self.trainer.accelerator, CPUAccelerator))
+        if note:
+            rank_zero_warn(note)
 
 
 def _rewrite_decoder_names(args: list[str]) -> list[str]:
