@@ -107,3 +107,72 @@ def test_the_same_inputs_under_other_ids_pair_without_shared(tmp_path):
     b = _sweep(tmp_path / "b", [(f"t-{i + 7}", *r) for i, r in enumerate(reversed(rows))])
     r = compare(a, b, samples=100)
     assert r["n"] == 3 and r["diff"] == 0
+
+
+def _committed_files(tmp_path, data_dir):
+    """Two report-style predictions files (input line, prediction, no references) over the fixture CommonGen test
+    inputs: A repeats each input's first reference, B writes the same short sentence everywhere."""
+    from hsd_lightning.data import CommonGenDataModule
+    from hsd_lightning.data.readers import group_by_source
+    from hsd_lightning.evaluation.report import source_line
+
+    dm = CommonGenDataModule(data_dir=str(data_dir))
+    groups = group_by_source(dm.pairs("test"))
+    out = []
+    for name, preds in (("a", [refs[0] for _, refs in groups]), ("b", ["A man sits in the sun."] * len(groups))):
+        f = tmp_path / f"{name}.jsonl"
+        f.write_text("".join(json.dumps({"id": f"commongen-test-{k}", "input": source_line(dm.template.format(source=s)),
+                                         "prediction": p}) + "\n" for k, ((s, _), p) in enumerate(zip(groups, preds))))
+        out.append(f)
+    return (*out, groups)
+
+
+def test_references_from_the_dataset_let_two_committed_files_compare(tmp_path, fixture_dir):
+    a, b, groups = _committed_files(tmp_path, fixture_dir)
+    r = compare(a, b, samples=100, references="commongen", data_dir=str(fixture_dir))
+    by_hand = per_input_rouge_l({k: {"prediction": "A man sits in the sun.", "references": refs}
+                                 for k, (_, refs) in enumerate(groups)})
+    assert r["n"] == len(groups) == 5 and r["mean_a"] == pytest.approx(100)
+    assert r["mean_b"] == pytest.approx(sum(by_hand.values()) / 5)
+    with pytest.raises(ValueError, match=r"--references 'wikitext' is neither a sweep folder nor a dataset; give a "
+                                         r"folder with predictions.jsonl or one of cnn_dailymail, commongen, e2e, "
+                                         r"healthcaremagic, xsum"):
+        compare(a, b, references="wikitext", data_dir=str(fixture_dir))
+    with pytest.raises(ValueError, match="metric='bleu'; use one of rougeL, bertscore"):
+        compare(a, b, metric="bleu")
+
+
+def test_bertscore_per_input_mean_is_the_tables_bertscore(tmp_path, fixture_dir):
+    a, b, groups = _committed_files(tmp_path, fixture_dir)
+    r = compare(a, b, samples=100, references="commongen", data_dir=str(fixture_dir), metric="bertscore")
+    table = GenerationScores()  # the table's BERTScore of B's predictions
+    table.update([{"prediction": "A man sits in the sun.", "references": refs, "layers_per_token": [30, 30],
+                   "generated_tokens": 1, "generation_seconds": 1.0} for _, refs in groups])
+    assert r["mean_a"] == pytest.approx(100, abs=0.01)  # each prediction is one of its references
+    assert r["mean_b"] == pytest.approx(table.compute()["bertscore"], abs=1e-4)
+    assert r["diff_lo"] <= r["diff"] <= r["diff_hi"] and r["diff"] > 0
+
+
+def test_a_repeated_input_line_takes_the_references_of_its_id_checked_by_the_line(tmp_path):
+    """XSum articles may share a boilerplate first line ("Media playback is not supported"): the line cannot say
+    which article a committed prediction is of, its id can, and is trusted only where the id's article shows it."""
+    docs = [("Media playback is not supported\nA storm hit the coast.", "Storm hits coast."),
+            ("Media playback is not supported\nThe team won the cup.", "Team wins cup."),
+            ("Prices rose in May.\nInflation data.", "Prices rise.")]
+    root = tmp_path / "data"
+    (root / "xsum").mkdir(parents=True)
+    (root / "xsum" / "test.jsonl").write_text("".join(json.dumps({"document": d, "summary": s}) + "\n" for d, s in docs))
+    rows = [("xsum-test-0", "Article: Media playback is not supported", "Storm hits coast."),
+            ("xsum-test-1", "Article: Media playback is not supported", "Team wins."),
+            ("xsum-test-2", "Article: Prices rose in May.", "Prices rise.")]
+    a = tmp_path / "a.jsonl"
+    a.write_text("".join(json.dumps({"id": i, "input": line, "prediction": p}) + "\n" for i, line, p in rows))
+    r = compare(a, a, samples=10, references="xsum", data_dir=str(root))
+    by_hand = per_input_rouge_l({i: {"prediction": p, "references": [docs[k][1]]}
+                                 for k, (i, _, p) in enumerate(rows)})
+    assert r["n"] == 3 and r["mean_a"] == pytest.approx(sum(by_hand.values()) / 3)
+    # an id whose article shows another line (a subset numbered its own way) is not trusted
+    b = tmp_path / "b.jsonl"
+    b.write_text(json.dumps({"id": "xsum-test-2", "input": rows[0][1], "prediction": "x"}) + "\n")
+    with pytest.raises(ValueError, match="holds no references for 'Article: Media playback is not suppor"):
+        compare(b, b, references="xsum", data_dir=str(root))

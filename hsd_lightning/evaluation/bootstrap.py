@@ -1,16 +1,22 @@
-"""Is a difference in R-L between two runs on the same test inputs more than the choice of inputs? A paired bootstrap.
+"""Is a difference in R-L (or BERTScore) between two runs on the same test inputs more than the choice of inputs?
+A paired bootstrap.
 
-    python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--shared] [--references <sweep>] [--samples 2000]
+    python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--shared] [--metric rougeL|bertscore]
+        [--references <sweep folder | dataset>] [--data_dir <data root>] [--samples 2000]
 
 A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included) or a committed
 predictions file of a report (``docs/results/<task>/predictions/<run>/<decoder>.jsonl``, which holds no references:
-they come from the other run, which must then be a sweep folder). The two runs are paired by *input* (the prompt's
+they come from the other run when it is a sweep folder, or from ``--references``: a sweep folder over the same
+inputs, or a dataset name (``e2e``, ``commongen``, ``xsum``, ``cnn_dailymail``, ``healthcaremagic``) whose split
+``--split`` is read from the data root, ``--data_dir`` or ``$HSD_DATA_DIR``, with the task's default prompt template:
+so two committed files compare on a fresh clone). The two runs are paired by *input* (the prompt's
 source line, what the reports show as "input"): until 2026-12-01 an id was an input's position in the test subset a
 config draws, so predictions written before then (the committed reports) give one id to different inputs where two
 configs draw their subsets differently (``shuffle_subset``).
 Both runs must hold the same inputs, or with ``--shared`` the comparison uses the inputs both hold (printed).
 Each input's R-L is torchmetrics' ROUGE-L F1 (stemmed, best over the references), so the mean over inputs is the
-table's R-L. The inputs are resampled with replacement; each
+table's R-L; ``--metric bertscore``: each input's BERTScore F1 against its best reference with the tables' encoder
+(``metrics.best_bertscore``, 0-100), whose mean is the table's BERTScore. The inputs are resampled with replacement; each
 resample gives mean(A) - mean(B) and 100 * mean(A) / mean(B) (A's "% of B": HSD against vanilla, or a skip-aware
 vanilla against the standard fine-tune's). Printed: both means, the difference and the ratio with their 95 %
 percentile intervals, and the share of resamples in which A scores higher.
@@ -27,8 +33,12 @@ from pathlib import Path
 
 from torchmetrics.functional.text import rouge_score
 
+from ..library_noise import quiet_libraries
+from .metrics import best_bertscore, default_bertscore_model
 from .report import source_line
 from .writer import read_records
+
+METRICS = {"rougeL": "R-L", "bertscore": "BERTScore"}
 
 
 def per_input_rouge_l(records: dict) -> dict:
@@ -40,6 +50,17 @@ def per_input_rouge_l(records: dict) -> dict:
             s = rouge_score(r["prediction"], [refs], use_stemmer=True, rouge_keys="rougeL", accumulate="best")
             out[i] = 100 * float(s["rougeL_fmeasure"])
     return out
+
+
+def per_input_bertscore(records: dict, model: str | None = None) -> dict:
+    """``{key: BERTScore F1 (0-100) against the best reference}``, the inputs of ``per_input_rouge_l``."""
+    from .bertscore import PairBERTScore
+
+    keys = [k for k, r in records.items() if any(x.strip() for x in r["references"])]
+    refs = [[x for x in records[k]["references"] if x.strip()] for k in keys]
+    best = best_bertscore(PairBERTScore(model or default_bertscore_model()), [records[k]["prediction"] for k in keys],
+                          refs)
+    return {k: 100 * f for k, f in zip(keys, best)}
 
 
 def paired_bootstrap(a: list[float], b: list[float], samples: int = 2000, seed: int = 0) -> dict[str, float]:
@@ -109,23 +130,55 @@ def pair_runs(ra: list[dict], rb: list[dict], shared: bool = False) -> tuple[dic
     return {k: a[k] for k in both}, {k: b[k] for k in both}
 
 
+def references_from_data(dataset: str, data_dir: str | None = None, split: str = "test") -> dict[str, dict]:
+    """``{key: {"prompt", "references"}}`` for the inputs of ``dataset``'s ``split``, read as the data module reads
+    it (the data root, else the packaged sample) and shown through the task's default prompt template. Keys: the
+    input line where it is unique in the split, and every input's id (``<dataset>-<split>-<k>``, the k-th input),
+    which ``compare`` uses only where the line repeats and the id's input shows the record's line."""
+    from ..data import DATAMODULES
+
+    if dataset not in DATAMODULES:
+        raise ValueError(f"--references {dataset!r} is neither a sweep folder nor a dataset; give a folder with "
+                         f"predictions.jsonl or one of {', '.join(sorted(DATAMODULES))}")
+    from ..data.readers import group_by_source
+
+    dm = DATAMODULES[dataset](data_dir=data_dir)
+    rows = [{"id": f"{dataset}-{split}-{k}", "prompt": dm.template.format(source=src), "references": refs}
+            for k, (src, refs) in enumerate(group_by_source(dm.pairs(split)))]
+    return {**by_unique_input(rows), **{r["id"]: r for r in rows}}
+
+
 def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0, shared: bool = False,
-            references: Path | None = None) -> dict[str, float]:
-    """Paired bootstrap of R-L, A against B; ``references``: a sweep folder that supplies the references (by
-    input line) where neither run holds them (two reports' predictions files)."""
+            references: Path | str | None = None, metric: str = "rougeL", data_dir: str | None = None,
+            split: str = "test") -> dict[str, float]:
+    """Paired bootstrap of ``metric`` (``rougeL`` or ``bertscore``), A against B; ``references``: a sweep folder,
+    or a dataset name (read from ``data_dir``'s ``split``), that supplies the references (by input line) where
+    neither run holds them (two reports' predictions files)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric={metric!r}; use one of {', '.join(METRICS)}")
     ra, rb = pair_runs(load_run(run_a), load_run(run_b), shared)
-    refs = by_unique_input(load_run(references)) if references is not None else {}
+    if references is None:
+        refs = {}
+    elif Path(references).exists():
+        refs = by_unique_input(load_run(Path(references)))
+    else:
+        refs = references_from_data(str(references), data_dir, split)
     for mine, other, name in ((ra, rb, run_a), (rb, ra, run_b)):  # a report's file: references from elsewhere
         for k, rec in mine.items():
             if "references" in rec:
                 continue
             source = other[k] if "references" in other[k] else refs.get(input_line(rec), {})
+            by_id = refs.get(rec.get("id"), {})
+            if "references" not in source and by_id and input_line(by_id) == input_line(rec):
+                source = by_id  # a repeated line (an article's boilerplate first line): its id, checked by the line
             if "references" not in source:
                 raise ValueError(f"{name} holds no references for {input_line(rec)[:40]!r} and neither does the other "
                                  "run; one of the two must be a sweep folder (its predictions.jsonl keeps the "
-                                 "references), or pass --references <sweep folder over the same inputs>")
+                                 "references), or pass --references <sweep folder over the same inputs, or the "
+                                 "dataset: e2e, commongen, ...>")
             rec["references"] = source["references"]
-    sa, sb = per_input_rouge_l(ra), per_input_rouge_l(rb)
+    score = per_input_rouge_l if metric == "rougeL" else per_input_bertscore
+    sa, sb = score(ra), score(rb)
     if set(sa) != set(sb):  # an input without a non-empty reference in one run only
         raise ValueError(f"{run_a} and {run_b}: {len(set(sa) ^ set(sb))} inputs have references in one run only")
     keys = sorted(sa)
@@ -140,14 +193,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shared", action="store_true", help="compare on the inputs both runs hold")
     p.add_argument("--references", default=None,
-                   help="a sweep folder whose references serve runs that hold none (reports' predictions files)")
+                   help="where runs that hold no references (reports' predictions files) take them from: a sweep "
+                        "folder over the same inputs, or a dataset name (e2e, commongen, xsum, cnn_dailymail, "
+                        "healthcaremagic) read from --data_dir")
+    p.add_argument("--data_dir", default=None, help="data root for --references <dataset> (default $HSD_DATA_DIR)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"],
+                   help="the split --references <dataset> reads")
+    p.add_argument("--metric", default="rougeL", choices=list(METRICS),
+                   help="per-input score to resample: R-L (default) or BERTScore (the tables' encoder)")
     args = p.parse_args(argv)
+    quiet_libraries()  # one printed line: no weight-loading bars or load reports of the BERTScore encoder
     try:
-        r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed, args.shared,
-                    Path(args.references) if args.references else None)
-    except ValueError as err:
+        r = compare(Path(args.run_a), Path(args.run_b), args.samples, args.seed, args.shared, args.references,
+                    args.metric, args.data_dir, args.split)
+    except (ValueError, FileNotFoundError) as err:
         p.error(str(err))
-    print(f"R-L on {r['n']} inputs paired by input text: A {r['mean_a']:.2f}, B {r['mean_b']:.2f}; "
+    print(f"{METRICS[args.metric]} on {r['n']} inputs paired by input text: A {r['mean_a']:.2f}, B {r['mean_b']:.2f}; "
           f"A - B {r['diff']:+.2f} [95 % {r['diff_lo']:+.2f}, {r['diff_hi']:+.2f}]; "
           f"A = {r['ratio']:.1f} % of B [{r['ratio_lo']:.1f}, {r['ratio_hi']:.1f}]; "
           f"A higher in {100 * r['p_a_higher']:.1f} % of {args.samples} resamples")

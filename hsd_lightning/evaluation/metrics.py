@@ -24,6 +24,19 @@ def default_bertscore_model() -> str:
         return "sentence-transformers/all-MiniLM-L6-v2"
 
 
+def best_bertscore(scorer: PairBERTScore, preds: list[str], refs: list[list[str]]) -> list[float]:
+    """Each prediction's BERTScore F1 (0-1) against its best reference; an empty prediction scores 0. The
+    table's BERTScore is their mean (``GenerationScores``); ``evaluation.bootstrap`` resamples them."""
+    flat_p = [p for p, rs in zip(preds, refs) for _ in rs]
+    flat_r = [x for rs in refs for x in rs]
+    f1 = scorer.f1(flat_p, flat_r)
+    out, start = [], 0
+    for p, rs in zip(preds, refs):
+        out.append(f1[start:start + len(rs)].max().item() if p.strip() else 0.0)
+        start += len(rs)
+    return out
+
+
 class GenerationScores(torch.nn.Module):
     """Accumulates records of ``predict_step`` and computes the table's numbers.
 
@@ -74,14 +87,8 @@ class GenerationScores(torch.nn.Module):
         self.bleu1.update(preds, refs)
         self.bleu4.update(preds, refs)
         if self.use_bertscore:
-            flat_p = [p for p, rs in zip(preds, refs) for _ in rs]
-            flat_r = [x for rs in refs for x in rs]
-            f1 = self._bertscore().f1(flat_p, flat_r)
-            start = 0
-            for p, rs in zip(preds, refs):  # best over references, empty prediction scores 0
-                best = f1[start:start + len(rs)].max().item() if p.strip() else 0.0
+            for best in best_bertscore(self._bertscore(), preds, refs):
                 self.bert_f1.update(best)
-                start += len(rs)
         for r in recs:
             lpt = r["layers_per_token"]
             self.layers.update(sum(lpt[1:]))
