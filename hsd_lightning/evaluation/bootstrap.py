@@ -52,14 +52,12 @@ def per_input_rouge_l(records: dict) -> dict:
     return out
 
 
-def per_input_bertscore(records: dict, model: str | None = None) -> dict:
-    """``{key: BERTScore F1 (0-100) against the best reference}``, the inputs of ``per_input_rouge_l``."""
-    from .bertscore import PairBERTScore
-
+def per_input_bertscore(records: dict, scorer) -> dict:
+    """``{key: BERTScore F1 (0-100) against the best reference}`` (``scorer``: a ``PairBERTScore``), the inputs of
+    ``per_input_rouge_l``."""
     keys = [k for k, r in records.items() if any(x.strip() for x in r["references"])]
     refs = [[x for x in records[k]["references"] if x.strip()] for k in keys]
-    best = best_bertscore(PairBERTScore(model or default_bertscore_model()), [records[k]["prediction"] for k in keys],
-                          refs)
+    best = best_bertscore(scorer, [records[k]["prediction"] for k in keys], refs)
     return {k: 100 * f for k, f in zip(keys, best)}
 
 
@@ -177,8 +175,13 @@ def compare(run_a: Path, run_b: Path, samples: int = 2000, seed: int = 0, shared
                                  "references), or pass --references <sweep folder over the same inputs, or the "
                                  "dataset: e2e, commongen, ...>")
             rec["references"] = source["references"]
-    score = per_input_rouge_l if metric == "rougeL" else per_input_bertscore
-    sa, sb = score(ra), score(rb)
+    if metric == "rougeL":
+        sa, sb = per_input_rouge_l(ra), per_input_rouge_l(rb)
+    else:  # one encoder for both runs
+        from .bertscore import PairBERTScore
+
+        scorer = PairBERTScore(default_bertscore_model())
+        sa, sb = per_input_bertscore(ra, scorer), per_input_bertscore(rb, scorer)
     if set(sa) != set(sb):  # an input without a non-empty reference in one run only
         raise ValueError(f"{run_a} and {run_b}: {len(set(sa) ^ set(sb))} inputs have references in one run only")
     keys = sorted(sa)
