@@ -4,7 +4,8 @@
 # reproduces them:   bash scripts/experiments/bootstrap_glance.sh   -> docs/results/bootstrap_glance.md
 # Per task's headline skip-aware weights: HSD s=2 E_max 10 (the HSD row that runs fewer layers than SkipDecode
 # (8,20) on every task) against SkipDecode, and on CommonGen, whose vanilla cost is the one in question with a
-# baseline on the same test inputs, the skip-aware vanilla against the standard full fine-tune's.
+# baseline on the same test inputs, the skip-aware vanilla against each of the two standard full fine-tunes of the same
+# recipe (one trained on a GPU, one on the CPU), and those two against each other (how far two runs of one recipe part).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -14,6 +15,7 @@ E2E=docs/results/e2e/$P/e2e_smollm2-135m_skip-aware_FT_smollm2_e2e_skipaware_ful
 CG=docs/results/commongen/full_25k/$P/commongen_smollm2-135m_skip-aware_FT_smollm2_commongen_skipaware_full_25k_last.ckpt_beam_4
 CG3=docs/results/commongen/full_25k_vw3/$P/commongen_smollm2-135m_skip-aware_FT_smollm2_commongen_skipaware_full_25k_vw3_last.ckpt_beam_4
 CGS=docs/results/commongen/gpu/$P/commongen_smollm2-135m_FT_smollm2_commongen_standard_full_gpu_1600_last.ckpt_beam_4
+CGC=docs/results/commongen/standard_full_25k/$P/commongen_smollm2-135m_FT_smollm2_commongen_standard_full_25k_last.ckpt_beam_4
 XS=docs/results/xsum/allplans/$P/xsum_smollm2-135m_skip-aware_FT_smollm2_xsum_skipaware_full_allplans_last.ckpt_greedy
 HC=docs/results/healthcaremagic/allplans_vw3/$P/healthcaremagic_smollm2-135m_skip-aware_FT_smollm2_healthcaremagic_skipaware_full_allplans_vw3_last.ckpt_greedy
 CN=docs/results/cnndm/allplans/$P/cnn_dailymail_smollm2-135m_skip-aware_FT_smollm2_cnndm_skipaware_full_allplans_last.ckpt_greedy
@@ -25,6 +27,9 @@ PAIRS=(  # dataset|label|run A|run B
   "commongen|CommonGen 25k 3:1: HSD s=2 vs SkipDecode|$CG3/$HSD2|$CG3/$SD"
   "commongen|CommonGen 25k: vanilla vs standard full FT (GPU)|$CG/vanilla.jsonl|$CGS/vanilla.jsonl"
   "commongen|CommonGen 25k 3:1: vanilla vs standard full FT (GPU)|$CG3/vanilla.jsonl|$CGS/vanilla.jsonl"
+  "commongen|CommonGen 25k: vanilla vs standard full FT (CPU)|$CG/vanilla.jsonl|$CGC/vanilla.jsonl"
+  "commongen|CommonGen 25k 3:1: vanilla vs standard full FT (CPU)|$CG3/vanilla.jsonl|$CGC/vanilla.jsonl"
+  "commongen|CommonGen 25k: standard full FT, CPU vs GPU (one recipe, two runs)|$CGC/vanilla.jsonl|$CGS/vanilla.jsonl"
   "xsum|XSum every plan: HSD s=2 vs SkipDecode|$XS/$HSD2|$XS/$SD"
   "healthcaremagic|HealthCareMagic every plan 3:1: HSD s=2 vs SkipDecode|$HC/$HSD2|$HC/$SD"
   "cnn_dailymail|CNN/DM every plan: HSD s=2 vs SkipDecode|$CN/$HSD2|$CN/$SD"
