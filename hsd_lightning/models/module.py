@@ -57,6 +57,11 @@ class CausalLMModule(L.LightningModule):
         adapter: start from a saved LoRA adapter (``finetune: lora``): a folder written by
             ``python -m hsd_lightning.models.adapters`` or the name of one shipped in ``hsd_lightning/adapters``
             (e.g. ``smollm2-e2e-skipaware``). Its LoRA settings come from the folder.
+        init_weights: start a *full* fine-tune from the weights of a checkpoint written by ``fit`` (a ``.ckpt``,
+            e.g. a standard fine-tune to continue under ``train_plans``): weights only, with a fresh optimizer,
+            step 0 and learning-rate schedule, which ``--ckpt_path`` (resume a run where it stopped) cannot give.
+            Loaded when ``fit`` starts; a resumed run (``--ckpt_path last``) then restores its own weights over
+            them, and ``predict`` never reads the file (the weights decoded are the checkpoint's).
     """
 
     def __init__(self, model_name_or_path: str = "tiny-gpt2", finetune: str = "full", lora_r: int = 16,
@@ -66,12 +71,15 @@ class CausalLMModule(L.LightningModule):
                  max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None,
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
                  val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
-                 lr_decay_steps: int = 0, all_plans_per_row: bool = False):
+                 lr_decay_steps: int = 0, all_plans_per_row: bool = False, init_weights: str | None = None):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
         if adapter and finetune != "lora":
             raise ValueError(f"adapter={adapter!r} needs finetune=lora (an adapter is LoRA weights)")
+        if init_weights and finetune != "full":
+            raise ValueError(f"init_weights={init_weights!r} needs finetune=full (it loads every weight); to continue "
+                             "a LoRA fine-tune, export its adapter and pass --model.adapter")
         if not 0.0 <= distill_weight <= 1.0:
             raise ValueError(f"distill_weight={distill_weight!r} must lie in [0, 1] (0 = labels only, 1 = teacher only)")
         if not isinstance(lr_decay_steps, int) or lr_decay_steps < 0:
@@ -280,7 +288,9 @@ class CausalLMModule(L.LightningModule):
 
     def setup(self, stage):
         """Fail before any work when the decoder does not fit the model's depth, or prompts (plus generated tokens)
-        do not fit its context."""
+        do not fit its context; start ``fit`` from ``init_weights``."""
+        if stage == "fit" and self.hparams.get("init_weights"):
+            self._load_init_weights(self.hparams.init_weights)
         if stage in ("predict", "test"):
             self.decoder.check_depth(self.model.config.num_hidden_layers)
         ctx = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions",
@@ -295,6 +305,25 @@ class CausalLMModule(L.LightningModule):
                              f"{f' + max_new_tokens={new}' if new > 1 else ''} exceed the model's context of {ctx} "
                              f"tokens; set data.init_args.max_source_tokens to at most "
                              f"{self.trainer.datamodule.hparams.max_source_tokens - (longest + new - ctx)}")
+
+    def _load_init_weights(self, path: str) -> None:
+        # here, not in __init__: predict rebuilds the module from a checkpoint's hyper-parameters, and the weights it
+        # decodes are that checkpoint's, so the file need not exist there; a resumed fit restores its own weights
+        # after setup. The strategy's checkpoint IO reads the file (local or remote, as --ckpt_path would).
+        from pathlib import Path
+
+        from lightning.pytorch.utilities import rank_zero_info
+
+        if "://" not in str(path) and not Path(path).is_file():
+            raise FileNotFoundError(f"init_weights={path!r}: no such file; give a checkpoint written by fit, e.g. "
+                                    "runs/<name>/version_0/checkpoints/last.ckpt")
+        checkpoint = self.trainer.strategy.load_checkpoint(path)
+        if "state_dict" not in checkpoint:
+            raise ValueError(f"init_weights={path!r} holds no 'state_dict': give a checkpoint written by fit (.ckpt)")
+        self.load_state_dict(checkpoint["state_dict"])  # one-line errors for another model or a LoRA checkpoint
+        kind = "skip-aware FT" if checkpoint.get("skip_aware") else "FT"
+        rank_zero_info(f"fit: starting from the weights of {path} ({kind}, step {checkpoint.get('global_step')}): "
+                       "a fresh optimizer and schedule")
 
     def on_predict_start(self):
         self.check_t_max()

@@ -1,0 +1,51 @@
+"""--model.init_weights: a fit starts from another fit's weights (not its optimizer, step or schedule)."""
+import pytest
+import torch
+
+from hsd_lightning.cli import CONFIG_DIR, cli_main
+from tests.test_cli_configs import _tiny_args
+
+CFG = CONFIG_DIR / "smollm2_commongen_skipaware_full_25k.yaml"  # full fine-tune under plans (tiny plans in tests)
+
+
+def _fit(tmp_path, fixture_dir, name, *extra):
+    args = _tiny_args(CFG, tmp_path / name, fixture_dir)
+    cli_main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "1",
+              "--trainer.logger.init_args.name", name, *extra])
+    return next((tmp_path / name).rglob("last.ckpt"))
+
+
+def test_continues_from_the_weights_with_a_fresh_step_count(tmp_path, fixture_dir, caplog):
+    standard = _fit(tmp_path, fixture_dir, "standard", "--model.train_plans", "null", "--trainer.max_steps", "2")
+    first = torch.load(standard, weights_only=False)
+    assert first["global_step"] == 2 and "skip_aware" not in first
+    # learning rate 0: the continued run's weights stay those it started from, so they must equal the standard run's
+    cont = _fit(tmp_path, fixture_dir, "cont", "--model.init_weights", str(standard), "--trainer.max_steps", "1",
+                "--model.learning_rate", "0")
+    assert "fit: starting from the weights of" in caplog.text
+    second = torch.load(cont, weights_only=False)
+    assert second["global_step"] == 1 and second["skip_aware"]  # its own step count, trained under the plans
+    assert second["state_dict"].keys() == first["state_dict"].keys()
+    for k, v in first["state_dict"].items():
+        assert torch.equal(second["state_dict"][k], v), k
+    # without init_weights the same run starts from the base weights, which differ
+    base = torch.load(_fit(tmp_path, fixture_dir, "base", "--trainer.max_steps", "1", "--model.learning_rate", "0"),
+                      weights_only=False)
+    assert any(not torch.equal(base["state_dict"][k], v) for k, v in first["state_dict"].items())
+
+
+def test_bad_init_weights_are_named(tmp_path, fixture_dir):
+    missing = tmp_path / "nope.ckpt"
+    with pytest.raises(FileNotFoundError, match=r"init_weights='.*nope.ckpt': no such file; give a checkpoint "
+                                                r"written by fit"):
+        _fit(tmp_path, fixture_dir, "missing", "--model.init_weights", str(missing), "--trainer.max_steps", "1")
+    with pytest.raises(ValueError, match=r"needs finetune=full .* --model.adapter"):
+        _fit(tmp_path, fixture_dir, "lora", "--model.init_weights", str(missing), "--model.finetune", "lora",
+             "--trainer.max_steps", "1")
+    gpt2 = _tiny_args(CONFIG_DIR / "gpt2_e2e.yaml", tmp_path / "gpt2", fixture_dir)  # another architecture
+    cli_main(["fit", *gpt2, "--trainer.max_steps", "1", "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1",
+              "--model.finetune", "full"])
+    with pytest.raises(ValueError, match=r"checkpoint does not fit this model: .*load it with the model it was "
+                                         r"trained from"):
+        _fit(tmp_path, fixture_dir, "other", "--model.init_weights", str(next((tmp_path / "gpt2").rglob("last.ckpt"))),
+             "--trainer.max_steps", "1")
