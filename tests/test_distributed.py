@@ -53,7 +53,10 @@ def test_ddp_predict_and_test_equal_the_single_process_run(tmp_path, fixture_dir
     for run in ("ddp_predict", "ddp_test"):  # test's padding sampler decodes one input twice: counted once
         recs, metrics = _read(tmp_path / run)
         assert recs == ref_recs, run
-        assert metrics == ref_metrics, run
+        # rank 0 scores the same merged records alone, but a DDP process runs the BERTScore encoder with fewer
+        # intra-op threads (Lightning splits the cores between the ranks), and CPU matmul kernels may then sum in
+        # another order: the last digits can differ (seen: 4.2922813 vs 4.2922821 on an AMX CPU); the rest is exact
+        assert metrics == {**ref_metrics, "bertscore": pytest.approx(ref_metrics["bertscore"], rel=1e-6, abs=1e-6)}, run
         assert not list((tmp_path / run).glob("predictions.rank*.jsonl"))  # parts merged away
     ranks = {json.loads(line)["rank"] for line in (tmp_path / "ddp_predict" / "predictions.jsonl").open()}
     assert ranks == {0, 1}

@@ -15,14 +15,13 @@ def _fit(tmp_path, fixture_dir, name, *extra):
     return next((tmp_path / name).rglob("last.ckpt"))
 
 
-def test_continues_from_the_weights_with_a_fresh_step_count(tmp_path, fixture_dir, caplog):
+def test_continues_from_the_weights_with_a_fresh_step_count(tmp_path, fixture_dir):
     standard = _fit(tmp_path, fixture_dir, "standard", "--model.train_plans", "null", "--trainer.max_steps", "2")
     first = torch.load(standard, weights_only=False)
     assert first["global_step"] == 2 and "skip_aware" not in first
     # learning rate 0: the continued run's weights stay those it started from, so they must equal the standard run's
     cont = _fit(tmp_path, fixture_dir, "cont", "--model.init_weights", str(standard), "--trainer.max_steps", "1",
                 "--model.learning_rate", "0")
-    assert "fit: starting from the weights of" in caplog.text
     second = torch.load(cont, weights_only=False)
     assert second["global_step"] == 1 and second["skip_aware"]  # its own step count, trained under the plans
     assert second["state_dict"].keys() == first["state_dict"].keys()
