@@ -1,11 +1,21 @@
 """--model.init_weights: a fit starts from another fit's weights (not its optimizer, step or schedule)."""
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from hsd_lightning.cli import CONFIG_DIR, cli_main
 from tests.test_cli_configs import _tiny_args
 
 CFG = CONFIG_DIR / "smollm2_commongen_skipaware_full_25k.yaml"  # full fine-tune under plans (tiny plans in tests)
+STARTED_WITH: dict = {}  # the weights the last fit trained from (WeightsAtStart)
+
+
+class WeightsAtStart(Callback):
+    """Keeps the model's weights when training starts: after init_weights and after any resumed checkpoint."""
+
+    def on_train_start(self, trainer, pl_module):
+        STARTED_WITH.clear()
+        STARTED_WITH.update({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
 
 
 def _fit(tmp_path, fixture_dir, name, *extra):
@@ -48,3 +58,17 @@ def test_bad_init_weights_are_named(tmp_path, fixture_dir):
                                          r"trained from"):
         _fit(tmp_path, fixture_dir, "other", "--model.init_weights", str(next((tmp_path / "gpt2").rglob("last.ckpt"))),
              "--trainer.max_steps", "1")
+
+
+def test_a_resumed_run_trains_on_from_its_own_weights_not_init_weights(tmp_path, fixture_dir):
+    standard = _fit(tmp_path, fixture_dir, "standard", "--model.train_plans", "null", "--trainer.max_steps", "1")
+    cont = ["--model.init_weights", str(standard), "--model.learning_rate", "1e-2", "--model.warmup_steps", "0",
+            "--trainer.callbacks+=test_init_weights.WeightsAtStart"]  # this module as pytest imports it (tests/ on sys.path)
+    after_one = torch.load(_fit(tmp_path, fixture_dir, "cont", *cont, "--trainer.max_steps", "1"),
+                           weights_only=False)["state_dict"]
+    init = torch.load(standard, weights_only=False)["state_dict"]
+    assert all(torch.equal(STARTED_WITH[k], v) for k, v in init.items())  # the first start: init_weights
+    assert any(not torch.equal(after_one[k], v) for k, v in init.items())  # one optimizer step moved them
+    # one batch an epoch here: the resumed run trains step 2 in a second epoch
+    _fit(tmp_path, fixture_dir, "cont", *cont, "--trainer.max_steps", "2", "--trainer.max_epochs", "2", "--ckpt_path", "last")
+    assert all(torch.equal(STARTED_WITH[k], v) for k, v in after_one.items())  # the resume: its own step-1 weights

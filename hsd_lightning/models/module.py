@@ -5,10 +5,12 @@ import contextlib
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
@@ -310,10 +312,6 @@ class CausalLMModule(L.LightningModule):
         # here, not in __init__: predict rebuilds the module from a checkpoint's hyper-parameters, and the weights it
         # decodes are that checkpoint's, so the file need not exist there; a resumed fit restores its own weights
         # after setup. The strategy's checkpoint IO reads the file (local or remote, as --ckpt_path would).
-        from pathlib import Path
-
-        from lightning.pytorch.utilities import rank_zero_info
-
         if "://" not in str(path) and not Path(path).is_file():
             raise FileNotFoundError(f"init_weights={path!r}: no such file; give a checkpoint written by fit, e.g. "
                                     "runs/<name>/version_0/checkpoints/last.ckpt")
