@@ -20,8 +20,15 @@ def test_exported_adapter_loads_with_its_record(tmp_path, tokenizer):
         for n, p in mod.named_parameters():
             if "lora_B" in n:
                 p.normal_(0, 0.02)
-    export(mod, tmp_path / "ad", {"skip_aware": {"t_max": 12}, "t_max": 12})
+    plans = [{"name": "vanilla", "weight": 3}, {"name": "hsd", "s": 1, "e_max": 2, "weight": 1}]
+    export(mod, tmp_path / "ad", {"skip_aware": {"t_max": 12, "plans": plans}, "t_max": 12, "steps": 7,
+                                  "val": {"val/loss": 1.25}, "command": "python main.py fit --config x.yaml"})
     assert json.loads((tmp_path / "ad" / "hsd_training.json").read_text())["t_max"] == 12
+    card = (tmp_path / "ad" / "README.md").read_text()  # written from the record, not peft's empty template
+    assert "More Information Needed" not in card and "# ad" in card and "r=4, alpha=8" in card
+    assert "| vanilla | 3/4 |" in card and "| hsd(s=1, e_max=2) | 1/4 |" in card and "t_max = 12" in card
+    assert "| global step of the run | 7 |" in card and "| val/loss | 1.2500 |" in card and "--model.t_max 12" in card
+    assert "python main.py fit --config x.yaml" in card and "wall seconds" not in card  # absent: left out
     loaded = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "ad"), max_new_tokens=12)
     assert loaded.training_kind == "skip-aware FT" and loaded.trained_t_max == 12 and loaded.check_t_max()
     a = {n: p for n, p in mod.named_parameters() if "lora_" in n}

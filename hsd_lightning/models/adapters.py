@@ -3,16 +3,20 @@
 A folder is what peft's ``save_pretrained`` writes (``adapter_config.json`` + ``adapter_model.safetensors``) with
 the weights cast to float16 (half the size; they are cast back to the model's dtype on load), plus
 ``hsd_training.json``: how it was trained (skip-aware plans and ``t_max``, steps, examples, tokens, wall time,
-final validation loss), so decoding knows the schedule horizon it was trained for.
+final validation loss), so decoding knows the schedule horizon it was trained for, and a ``README.md`` model card
+written from that record (peft's own ``save_pretrained`` writes an empty template there).
 
     python -m hsd_lightning.models.adapters --config configs/smollm2_e2e_skipaware.yaml \
         --ckpt_path runs/smollm2_e2e_skipaware/version_0/checkpoints/last.ckpt \
         --out hsd_lightning/adapters/smollm2-e2e-skipaware [--record runs/logs/fit_skipaware.json]
+    python -m hsd_lightning.models.adapters --card_only hsd_lightning/adapters/<name>   # rewrite README.md only
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -39,6 +43,62 @@ def read_record(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _plan_name(plan: dict) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in plan.items() if k not in ("name", "weight"))
+    return f"{plan['name']}({args})" if args else plan["name"]
+
+
+def model_card(folder: Path, record: dict, command: str | None = None) -> str:
+    """A model card written from the adapter's own files: what it is, how it was trained (every figure from the
+    record; a figure the record lacks is left out, never guessed), how to decode it, and the command that made it."""
+    folder = Path(folder)
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    hp = record.get("hyper_parameters") or {}
+    base = hp.get("model_name_or_path") or cfg.get("base_model_name_or_path")
+    size = (folder / "adapter_model.safetensors").stat().st_size / 2**20
+    lines = ["---", "library_name: peft", "tags: [lora, hsd-lightning" + (", skip-aware" if record.get("skip_aware")
+                                                                        else "") + "]", "---", "",
+             f"# {folder.name}", "",
+             f"LoRA adapter for `{base}` (r={cfg.get('r')}, alpha={cfg.get('lora_alpha')}, modules "
+             f"{', '.join(sorted(cfg.get('target_modules') or []))}; float16, {size:.1f} MiB), written by "
+             "hsd-lightning (`python -m hsd_lightning.models.adapters`).", ""]
+    plans, t_max = (record.get("skip_aware") or {}).get("plans"), record.get("t_max")
+    if plans:
+        total = sum(p.get("weight", 1) for p in plans)
+        lines += [f"**Skip-aware**: each training row ran under one of these layer plans (drawn with the weights "
+                  f"shown), built for t_max = {t_max}; decode with `--model.t_max {t_max}` (predict warns otherwise).",
+                  "", "| plan | weight |", "|---|---|"]
+        lines += [f"| {_plan_name(p)} | {p.get('weight', 1)}/{total} |" for p in plans]
+        lines.append("")
+    else:
+        lines += ["Standard fine-tune (every layer for every token).", ""]
+    labels = {"steps_total": "optimizer steps from the base model", "steps": "global step of the run",
+              "steps_this_run": "steps this run", "examples_this_run": "examples this run",
+              "tokens_this_run": "tokens this run", "wall_seconds_this_run": "wall seconds this run"}
+    facts = [(label, record.get(k)) for k, label in labels.items()]
+    facts += [("learning rate", hp.get("learning_rate")),
+              ("learning rate decaying to 0 over the last steps", hp.get("lr_decay_steps") or None),
+              ("every plan on every row", hp.get("all_plans_per_row") or None),
+              ("continued from adapter", hp.get("adapter"))]
+    lines += ["| training | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in facts if v is not None] + [""]
+    for key in ("continued_from", "record_source", "val_note"):
+        if record.get(key):
+            lines += [f"*{key.replace('_', ' ')}*: {record[key]}", ""]
+    if record.get("val"):
+        lines += ["| validation loss (at the end) | |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in sorted(record["val"].items())] + [""]
+    lines += ["Decode:", "", "```bash",
+              f"python main.py predict --model.finetune lora --model.adapter {folder.name}"
+              + (f" --model.t_max {t_max}" if t_max else "") + " --decoder hsd --decoder.s 1 --decoder.e_max 10",
+              "```", ""]
+    made = [c for c in (command, record.get("export_command")) if c]
+    if made:
+        lines += ["Made by:", "", "```bash", *made, "```", ""]
+    lines += ["`hsd_training.json` holds the full record. Licences: SmolLM2 is Apache-2.0; check the licence of the "
+              "training data (E2E NLG: CC BY-SA 4.0)."]
+    return "\n".join(lines) + "\n"
+
+
 def export(module, out: Path, record: dict) -> Path:
     """Write ``module``'s LoRA adapter (float16) and its training record into ``out``."""
     from safetensors.torch import load_file, save_file
@@ -50,30 +110,53 @@ def export(module, out: Path, record: dict) -> Path:
     weights = out / "adapter_model.safetensors"
     save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights)
     (out / RECORD).write_text(json.dumps(record, indent=2))
+    (out / "README.md").write_text(model_card(out, record, record.get("command")))  # over peft's empty template
     return out
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", action="append", required=True, help="the fit config(s) of the run")
-    p.add_argument("--ckpt_path", required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--config", action="append", help="the fit config(s) of the run")
+    p.add_argument("--ckpt_path")
+    p.add_argument("--out")
     p.add_argument("--record", default=None, help="JSON with run facts to keep (steps, wall time, ...)")
+    p.add_argument("--fit_command", default=None, help="the fit command that trained it, quoted in the model card")
+    p.add_argument("--card_only", default=None, metavar="FOLDER",
+                   help="only rewrite FOLDER/README.md from its hsd_training.json")
     # every other argument goes to LightningCLI as it is, e.g. --model.adapter <the adapter a continued run started from>
     args, extra = p.parse_known_args(argv)
+    if args.card_only:
+        folder = resolve_adapter(args.card_only)
+        record = read_record(folder)
+        (folder / "README.md").write_text(model_card(folder, record, record.get("command")))
+        print(f"wrote {folder / 'README.md'}")
+        return
+    if not (args.config and args.ckpt_path and args.out):
+        p.error("--config, --ckpt_path and --out are required (or --card_only FOLDER)")
     from ..cli import cli_main
 
     cli = cli_main([x for c in args.config for x in ("--config", c)] + extra, run=False)
     ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
     cli.model.load_state_dict(ckpt["state_dict"])
     record = json.loads(Path(args.record).read_text()) if args.record else {}
+    if args.fit_command:
+        record["command"] = args.fit_command
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--fit_command" in argv:  # quoted in the card as the fit command already
+        del argv[argv.index("--fit_command"):argv.index("--fit_command") + 2]
+    record["export_command"] = "python -m hsd_lightning.models.adapters " + shlex.join(argv)
     hp = dict(ckpt.get("hyper_parameters", {}))
     record.update({"checkpoint": str(args.ckpt_path), "global_step": ckpt.get("global_step"),
                    "skip_aware": ckpt.get("skip_aware"), "t_max": (ckpt.get("skip_aware") or {}).get("t_max"),
                    "hyper_parameters": {k: hp.get(k) for k in ("model_name_or_path", "lora_r", "lora_alpha",
                                                                "lora_target_modules", "learning_rate",
-                                                               "max_new_tokens", "train_plans", "distill_weight",
+                                                               "max_new_tokens", "t_max", "train_plans",
+                                                               "distill_weight", "lr_decay_steps", "all_plans_per_row",
                                                                "adapter")}})
+    # optimizer steps from the base model: a run continued from an adapter adds its steps to that adapter's
+    start = read_record(resolve_adapter(hp["adapter"])).get("steps_total") if hp.get("adapter") else 0
+    if start is not None and ckpt.get("global_step") is not None:
+        record["steps_total"] = start + ckpt["global_step"]
     out = export(cli.model, Path(args.out), record)
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"wrote {out} ({size / 2**20:.1f} MiB)")

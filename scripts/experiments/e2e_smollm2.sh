@@ -5,7 +5,7 @@
 # skip-aware run from its adapter on 1,600 other training pairs (200 steps; sweep_more decodes it).
 # Every step resumes after a kill: rerun it (fit: --ckpt_path last; sweeps skip finished inputs per decoder).
 # fit_1000 continues the 800-step adapter for 200 more steps (sweep_1000 decodes it under the paper's 11 rows).
-#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|fit_full|sweep_full|fit_full_more|sweep_full_more|report|all]
+#   bash scripts/experiments/e2e_smollm2.sh [fit|export|sweep|zeroshot|fit_lora|sweep_lora|fit_more|sweep_more|fit_1000|sweep_1000|fit_t40|sweep_t40|fit_full|sweep_full|fit_full_more|sweep_full_more|fit_decay|export_decay|sweep_decay|report_decay|report|all]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
@@ -78,6 +78,49 @@ if [[ $STEP == fit_full || $STEP == fit_full_more ]]; then
 fi
 if [[ $STEP == sweep_full || $STEP == sweep_full_more ]]; then
   ROWS=$ROWS bash scripts/experiments/task_smollm2.sh e2e sweep_full
+fi
+# fit_decay: the shipped 800-step adapter continued under the plans at t_max 40 for DECAY_TOTAL steps (default 400)
+# on a seeded 8 x DECAY_TOTAL other pairs (data seed 48), the learning rate constant, then over the last DECAY_STEPS
+# (default half) decaying linearly to 0 -- the anneal that took the full fine-tune's HSD s=1 from 94.9 to 98.7 %;
+# export_decay writes its adapter (runs/adapters/smollm2-e2e-skipaware-<tag>), sweep_decay decodes it
+# with the four target rows and layer 1 always run (DECAY_ALWAYS= : without), at t_max 40, on the 200 MRs.
+DECAY_TOTAL=${DECAY_TOTAL:-400}
+DECAY_STEPS=${DECAY_STEPS:-$((DECAY_TOTAL / 2))}
+# DECAY_ALL=1: every plan on every row (model.all_plans_per_row; the run's names end in _allplans).
+# DECAY_FROM=<adapter> DECAY_BASE=<its steps> DECAY_SEED=<data seed>: continue another adapter, e.g. the shipped
+# 1,200-step one (DECAY_FROM=smollm2-e2e-skipaware-1200 DECAY_BASE=1200 DECAY_SEED=49).
+DECAY_FROM=${DECAY_FROM:-smollm2-e2e-skipaware-800}
+DECAY_BASE=${DECAY_BASE:-800}
+DECAY_TAG=$((DECAY_BASE + DECAY_TOTAL))_decay$DECAY_STEPS${DECAY_ALL:+_allplans}
+DECAY_NAME=smollm2_e2e_skipaware_$DECAY_TAG
+DECAY_FIT="main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter $DECAY_FROM \
+--model.t_max 40 --model.lr_decay_steps $DECAY_STEPS ${DECAY_ALL:+--model.all_plans_per_row true }--data.init_args.seed ${DECAY_SEED:-48} \
+--data.init_args.max_train_samples $((8 * DECAY_TOTAL)) --trainer.max_steps $DECAY_TOTAL \
+--trainer.logger.init_args.name $DECAY_NAME"
+if [[ $STEP == fit_decay ]]; then
+  # shellcheck disable=SC2086
+  $PY $DECAY_FIT --ckpt_path last 2>&1 | tee -a runs/logs/fit_$DECAY_TAG.log
+fi
+if [[ $STEP == export_decay ]]; then
+  RUNDIR=$(dirname "$(dirname "$(last_of $DECAY_NAME)")")
+  $PY -m hsd_lightning.models.adapters --config configs/smollm2_e2e_skipaware.yaml \
+      --model.adapter "$DECAY_FROM" --ckpt_path "$RUNDIR/checkpoints/last.ckpt" \
+      --out runs/adapters/smollm2-e2e-skipaware-$DECAY_TAG --record "$RUNDIR/fit_summary.json" \
+      --fit_command "python $(echo $DECAY_FIT | tr -s ' ')"
+fi
+if [[ $STEP == sweep_decay ]]; then
+  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter "$DECAY_FROM" \
+      --model.t_max 40 --ckpt_path "$(last_of $DECAY_NAME)" --quiet ${DECAY_ALWAYS---always_run 1} \
+      --out runs/results/e2e/skipaware_${DECAY_TAG}_beam4 --decoders "$ROWS" \
+      --data.init_args.max_eval_samples 200
+fi
+if [[ $STEP == report_decay ]]; then  # its own report (the other runs' folders need not be on this machine)
+  $PY -m hsd_lightning.evaluation.report runs/results/e2e/skipaware_${DECAY_TAG}_beam4 \
+      --out docs/results/e2e/lora_$DECAY_TAG --examples 5 --predictions
+  mkdir -p docs/results/e2e/lora_$DECAY_TAG/logs
+  cp runs/logs/fit_$DECAY_TAG.log "$(dirname "$(dirname "$(last_of $DECAY_NAME)")")/fit_summary.json" \
+      docs/results/e2e/lora_$DECAY_TAG/logs/
+  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md
 fi
 # the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
