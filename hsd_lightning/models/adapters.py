@@ -65,8 +65,11 @@ def model_card(folder: Path, record: dict, command: str | None = None) -> str:
     plans, t_max = (record.get("skip_aware") or {}).get("plans"), record.get("t_max")
     if plans:
         total = sum(p.get("weight", 1) for p in plans)
-        lines += [f"**Skip-aware**: each training row ran under one of these layer plans (drawn with the weights "
-                  f"shown), built for t_max = {t_max}; decode with `--model.t_max {t_max}` (predict warns otherwise).",
+        how = ("every training row ran under every one of these layer plans, their losses weighted as shown"
+               if hp.get("all_plans_per_row") else
+               "each training row ran under one of these layer plans, drawn with the weights shown")
+        lines += [f"**Skip-aware**: {how}, built for t_max = {t_max}; decode with `--model.t_max {t_max}` (predict "
+                  "warns otherwise).",
                   "", "| plan | weight |", "|---|---|"]
         lines += [f"| {_plan_name(p)} | {p.get('weight', 1)}/{total} |" for p in plans]
         lines.append("")
@@ -94,8 +97,11 @@ def model_card(folder: Path, record: dict, command: str | None = None) -> str:
     made = [c for c in (command, record.get("export_command")) if c]
     if made:
         lines += ["Made by:", "", "```bash", *made, "```", ""]
-    lines += ["`hsd_training.json` holds the full record. Licences: SmolLM2 is Apache-2.0; check the licence of the "
-              "training data (E2E NLG: CC BY-SA 4.0)."]
+    known = ["SmolLM2-135M-Instruct: Apache-2.0"] if "smollm2" in str(base).lower() else []
+    known += [record["training_data"]] if record.get("training_data") else []  # e.g. "E2E NLG: CC BY-SA 4.0"
+    known = f" ({'; '.join(known)})" if known else ""
+    lines += ["`hsd_training.json` holds the full record. The adapter derives from the base model and its training "
+              f"data: their licences apply{known}."]
     return "\n".join(lines) + "\n"
 
 
@@ -121,6 +127,7 @@ def main(argv=None):
     p.add_argument("--out")
     p.add_argument("--record", default=None, help="JSON with run facts to keep (steps, wall time, ...)")
     p.add_argument("--fit_command", default=None, help="the fit command that trained it, quoted in the model card")
+    p.add_argument("--training_data", default=None, help='its data and licence for the card, e.g. "E2E NLG: CC BY-SA 4.0"')
     p.add_argument("--card_only", default=None, metavar="FOLDER",
                    help="only rewrite FOLDER/README.md from its hsd_training.json")
     # every other argument goes to LightningCLI as it is, e.g. --model.adapter <the adapter a continued run started from>
@@ -141,6 +148,8 @@ def main(argv=None):
     record = json.loads(Path(args.record).read_text()) if args.record else {}
     if args.fit_command:
         record["command"] = args.fit_command
+    if args.training_data:
+        record["training_data"] = args.training_data
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--fit_command" in argv:  # quoted in the card as the fit command already
         del argv[argv.index("--fit_command"):argv.index("--fit_command") + 2]

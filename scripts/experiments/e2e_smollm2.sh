@@ -106,7 +106,7 @@ if [[ $STEP == export_decay ]]; then
   $PY -m hsd_lightning.models.adapters --config configs/smollm2_e2e_skipaware.yaml \
       --model.adapter "$DECAY_FROM" --ckpt_path "$RUNDIR/checkpoints/last.ckpt" \
       --out runs/adapters/smollm2-e2e-skipaware-$DECAY_TAG --record "$RUNDIR/fit_summary.json" \
-      --fit_command "python $(echo $DECAY_FIT | tr -s ' ')"
+      --fit_command "python $(echo $DECAY_FIT | tr -s ' ')" --training_data "E2E NLG: CC BY-SA 4.0"
 fi
 if [[ $STEP == sweep_decay ]]; then
   $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter "$DECAY_FROM" \
