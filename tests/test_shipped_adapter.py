@@ -8,9 +8,9 @@ import torch
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.adapters import packaged_adapters, read_record, resolve_adapter
 
-# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so (the main job's default)
+# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so (the main job's default); +400
 ADAPTERS = ["smollm2-e2e-skipaware", "smollm2-e2e-skipaware-800", "smollm2-e2e-skipaware-1200",
-            "smollm2-e2e-skipaware-1600"]
+            "smollm2-e2e-skipaware-1600", "smollm2-e2e-skipaware-2000"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
 
@@ -44,7 +44,7 @@ def test_adapter_names_the_restaurant_with_vanilla_and_hsd(ADAPTER):
     """Greedy, on 8 MRs with 6 different names (7 of the packaged sample, the main job's inputs, and one more):
     vanilla names the restaurant in every output and each HSD row in at least 3 of them. Measured here: HSD s=1 /
     s=2 named it in 5 / 4 (600 steps), 5 / 4 (800), 6 / 7 (1200), 4 / 7 (1600: "Blue Sp is a pub in the city
-    centre.") of 8; the zero-shot model's HSD in 0 / 0 (it writes noise) and its vanilla in 4 ("The restaurant is a
+    centre."), 5 / 8 (2000) of 8; the zero-shot model's HSD in 0 / 0 (it writes noise) and its vanilla in 4 ("The restaurant is a
     small, family-run business..."). An output can depend on the batch it is decoded in through float rounding, so
     a check of one or two inputs would be luck either way; the rate over 200 MRs at beam 4 is in the E2E results."""
     import importlib.util
