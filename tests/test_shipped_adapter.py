@@ -8,9 +8,11 @@ import torch
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.adapters import packaged_adapters, read_record, resolve_adapter
 
-# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so (the main job's default); +400
+# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so; +400; then twice +400 with
+# HSD s=1 drawn for 2 of 5 rows
 ADAPTERS = ["smollm2-e2e-skipaware", "smollm2-e2e-skipaware-800", "smollm2-e2e-skipaware-1200",
-            "smollm2-e2e-skipaware-1600", "smollm2-e2e-skipaware-2000"]
+            "smollm2-e2e-skipaware-1600", "smollm2-e2e-skipaware-2000", "smollm2-e2e-skipaware-2400",
+            "smollm2-e2e-skipaware-2800"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
 

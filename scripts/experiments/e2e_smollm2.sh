@@ -89,11 +89,14 @@ DECAY_STEPS=${DECAY_STEPS:-$((DECAY_TOTAL / 2))}
 # DECAY_ALL=1: every plan on every row (model.all_plans_per_row; the run's names end in _allplans).
 # DECAY_FROM=<adapter> DECAY_BASE=<its steps> DECAY_SEED=<data seed>: continue another adapter, e.g. the shipped
 # 1,200-step one (DECAY_FROM=smollm2-e2e-skipaware-1200 DECAY_BASE=1200 DECAY_SEED=49).
+# DECAY_VARIANT=<v>: train with configs/smollm2_e2e_skipaware_<v>.yaml instead (other plan weights, e.g. hsd1x2);
+# the run's names end in _<v>.
 DECAY_FROM=${DECAY_FROM:-smollm2-e2e-skipaware-800}
 DECAY_BASE=${DECAY_BASE:-800}
-DECAY_TAG=$((DECAY_BASE + DECAY_TOTAL))_decay$DECAY_STEPS${DECAY_ALL:+_allplans}
+DECAY_CONFIG=configs/smollm2_e2e_skipaware${DECAY_VARIANT:+_$DECAY_VARIANT}.yaml
+DECAY_TAG=$((DECAY_BASE + DECAY_TOTAL))_decay$DECAY_STEPS${DECAY_ALL:+_allplans}${DECAY_VARIANT:+_$DECAY_VARIANT}
 DECAY_NAME=smollm2_e2e_skipaware_$DECAY_TAG
-DECAY_FIT="main.py fit --config configs/smollm2_e2e_skipaware.yaml --model.adapter $DECAY_FROM \
+DECAY_FIT="main.py fit --config $DECAY_CONFIG --model.adapter $DECAY_FROM \
 --model.t_max 40 --model.lr_decay_steps $DECAY_STEPS ${DECAY_ALL:+--model.all_plans_per_row true }--data.init_args.seed ${DECAY_SEED:-48} \
 --data.init_args.max_train_samples $((8 * DECAY_TOTAL)) --trainer.max_steps $DECAY_TOTAL \
 --trainer.logger.init_args.name $DECAY_NAME"
@@ -103,13 +106,13 @@ if [[ $STEP == fit_decay ]]; then
 fi
 if [[ $STEP == export_decay ]]; then
   RUNDIR=$(dirname "$(dirname "$(last_of $DECAY_NAME)")")
-  $PY -m hsd_lightning.models.adapters --config configs/smollm2_e2e_skipaware.yaml \
+  $PY -m hsd_lightning.models.adapters --config "$DECAY_CONFIG" \
       --model.adapter "$DECAY_FROM" --ckpt_path "$RUNDIR/checkpoints/last.ckpt" \
       --out runs/adapters/smollm2-e2e-skipaware-$DECAY_TAG --record "$RUNDIR/fit_summary.json" \
       --fit_command "python $(echo $DECAY_FIT | tr -s ' ')" --training_data "E2E NLG: CC BY-SA 4.0"
 fi
 if [[ $STEP == sweep_decay ]]; then
-  $PY -m hsd_lightning.evaluation.sweep --config configs/smollm2_e2e_skipaware.yaml --model.adapter "$DECAY_FROM" \
+  $PY -m hsd_lightning.evaluation.sweep --config "$DECAY_CONFIG" --model.adapter "$DECAY_FROM" \
       --model.t_max 40 --ckpt_path "$(last_of $DECAY_NAME)" --quiet ${DECAY_ALWAYS---always_run 1} \
       --out runs/results/e2e/skipaware_${DECAY_TAG}_beam4 --decoders "$ROWS" \
       --data.init_args.max_eval_samples 200
