@@ -8,11 +8,11 @@ import torch
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.adapters import packaged_adapters, read_record, resolve_adapter
 
-# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so; +400; then twice +400 with
-# HSD s=1 drawn for 2 of 5 rows
+# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so; +400; then three times +400
+# with HSD s=1 drawn for 2 of 5 rows (3,200: the main job's default)
 ADAPTERS = ["smollm2-e2e-skipaware", "smollm2-e2e-skipaware-800", "smollm2-e2e-skipaware-1200",
             "smollm2-e2e-skipaware-1600", "smollm2-e2e-skipaware-2000", "smollm2-e2e-skipaware-2400",
-            "smollm2-e2e-skipaware-2800"]
+            "smollm2-e2e-skipaware-2800", "smollm2-e2e-skipaware-3200"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
 
@@ -29,14 +29,23 @@ def test_adapter_is_shipped_small_and_records_its_training(ADAPTER):
     assert "More Information Needed" not in card and f"--model.t_max {record['t_max']}" in card
 
 
-def test_main_job_decodes_its_adapter_at_the_t_max_it_was_trained_for():
-    """The main job's config decodes its shipped adapter with the schedules' t_max the adapter was trained for
-    (model.t_max, else max_new_tokens), so its skipping rows run the plans they were trained under."""
+def _main_job_config() -> dict:
     import yaml
 
     from hsd_lightning.cli import CONFIG_DIR
 
-    model = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())["model"]
+    return yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())["model"]
+
+
+def _main_job_adapter() -> str:
+    return _main_job_config()["adapter"]
+
+
+def test_main_job_decodes_its_adapter_at_the_t_max_it_was_trained_for():
+    """The main job's config decodes its shipped adapter with the schedules' t_max the adapter was trained for
+    (model.t_max, else max_new_tokens), so its skipping rows run the plans they were trained under."""
+    model = _main_job_config()
+    assert model["adapter"] in ADAPTERS
     record = read_record(resolve_adapter(model["adapter"]))
     assert (model.get("t_max") or model["max_new_tokens"]) == record["t_max"]
 
@@ -44,9 +53,10 @@ def test_main_job_decodes_its_adapter_at_the_t_max_it_was_trained_for():
 @pytest.mark.parametrize("ADAPTER", ADAPTERS)
 def test_adapter_names_the_restaurant_with_vanilla_and_hsd(ADAPTER):
     """Greedy, on 8 MRs with 6 different names (7 of the packaged sample, the main job's inputs, and one more):
-    vanilla names the restaurant in every output and each HSD row in at least 3 of them. Measured here: HSD s=1 /
-    s=2 named it in 5 / 4 (600 steps), 5 / 4 (800), 6 / 7 (1200), 4 / 7 (1600: "Blue Sp is a pub in the city
-    centre."), 5 / 8 (2000) of 8; the zero-shot model's HSD in 0 / 0 (it writes noise) and its vanilla in 4 ("The
+    vanilla names the restaurant in every output and each HSD row in at least 3 of them (6 for the main job's
+    adapter). Measured here: HSD s=1 / s=2 named it in 5 / 4 (600 steps), 5 / 4 (800), 6 / 7 (1200), 4 / 7 (1600:
+    "Blue Sp is a pub in the city centre."), 5 / 8 (2000), 7 / 8 (2400: "The Pun is a cheap Indian restaurant..."),
+    8 / 8 (2800), 8 / 8 (3200) of 8; the zero-shot model's HSD in 0 / 0 (it writes noise) and its vanilla in 4 ("The
     restaurant is a small, family-run business..."). An output can depend on the batch it is decoded in through
     float rounding, so a check of one or two inputs would be luck either way; the rate over 200 MRs at beam 4 is in
     the E2E results."""
@@ -65,8 +75,9 @@ def test_adapter_names_the_restaurant_with_vanilla_and_hsd(ADAPTER):
     mod = CausalLMModule("smollm2-135m", finetune="lora", adapter=ADAPTER, max_new_tokens=64).eval()
     tok = mod.tokenizer
     enc = tok([E2EDataModule.default_template.format(source=m) for m in mrs], return_tensors="pt", padding=True)
-    for dec, least in ((build_decoder("vanilla"), 8), (build_decoder("hsd", s=1, e_min=0, e_max=10), 3),
-                       (build_decoder("hsd", s=2, e_min=0, e_max=10), 3)):
+    hsd_least = 6 if ADAPTER == _main_job_adapter() else 3
+    for dec, least in ((build_decoder("vanilla"), 8), (build_decoder("hsd", s=1, e_min=0, e_max=10), hsd_least),
+                       (build_decoder("hsd", s=2, e_min=0, e_max=10), hsd_least)):
         with torch.no_grad():
             out = dec.generate(mod.model, enc["input_ids"], attention_mask=enc["attention_mask"], max_new_tokens=40,
                                t_max=mod.trained_t_max, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
