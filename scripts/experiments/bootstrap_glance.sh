@@ -2,7 +2,8 @@
 # The verdicts of the README's "Results at a glance" with 95 % intervals, R-L and BERTScore, from committed files only
 # (the reports' predictions under docs/results/, references read from the data root), so a fresh clone with the data
 # reproduces them:   bash scripts/experiments/bootstrap_glance.sh   -> docs/results/bootstrap_glance.md
-# Per task's headline skip-aware weights: HSD s=2 E_max 10 (the HSD row that runs fewer layers than SkipDecode
+# Per task's headline skip-aware weights (and E2E's shipped LoRA adapter, whose HSD s=1 and vanilla cost are also
+# checked): HSD s=2 E_max 10 (the HSD row that runs fewer layers than SkipDecode
 # (8,20) on every task) against SkipDecode, and on CommonGen, whose vanilla cost is the one in question with a
 # baseline on the same test inputs, the skip-aware vanilla against each of the two standard full fine-tunes of the same
 # recipe (one trained on a GPU, one on the CPU), and those two against each other (how far two runs of one recipe part).
@@ -12,6 +13,8 @@ source scripts/setup.sh
 OUT=docs/results/bootstrap_glance.md
 P=predictions
 E2E=docs/results/e2e/$P/e2e_smollm2-135m_skip-aware_FT_smollm2_e2e_skipaware_full_2400_decay400_last.ckpt_beam_4
+E2L=docs/results/e2e/lora_3200_decay200_hsd1x2/$P/e2e_smollm2-135m_skip-aware_FT_smollm2_e2e_skipaware_3200_decay200_hsd1x2_last.ckpt_beam_4
+E2S=docs/results/e2e/$P/e2e_smollm2-135m_FT_smollm2_e2e_lora_last.ckpt_beam_4
 CG=docs/results/commongen/full_25k/$P/commongen_smollm2-135m_skip-aware_FT_smollm2_commongen_skipaware_full_25k_last.ckpt_beam_4
 CG3=docs/results/commongen/full_25k_vw3/$P/commongen_smollm2-135m_skip-aware_FT_smollm2_commongen_skipaware_full_25k_vw3_last.ckpt_beam_4
 CGS=docs/results/commongen/gpu/$P/commongen_smollm2-135m_FT_smollm2_commongen_standard_full_gpu_1600_last.ckpt_beam_4
@@ -23,6 +26,9 @@ HSD2='hsd(s=2,min=0,max=10).jsonl'
 SD='skipdecode(min=8,max=20).jsonl'
 PAIRS=(  # dataset|label|run A|run B
   "e2e|E2E: HSD s=2 vs SkipDecode|$E2E/$HSD2|$E2E/$SD"
+  "e2e|E2E shipped adapter (3,200 steps): HSD s=1 vs vanilla|$E2L/hsd(s=1,min=0,max=10).jsonl|$E2L/vanilla.jsonl"
+  "e2e|E2E shipped adapter (3,200 steps): HSD s=2 vs SkipDecode|$E2L/$HSD2|$E2L/$SD"
+  "e2e|E2E shipped adapter (3,200 steps): vanilla vs standard LoRA FT|$E2L/vanilla.jsonl|$E2S/vanilla.jsonl"
   "commongen|CommonGen 25k: HSD s=2 vs SkipDecode|$CG/$HSD2|$CG/$SD"
   "commongen|CommonGen 25k 3:1: HSD s=2 vs SkipDecode|$CG3/$HSD2|$CG3/$SD"
   "commongen|CommonGen 25k: vanilla vs standard full FT (GPU)|$CG/vanilla.jsonl|$CGS/vanilla.jsonl"
