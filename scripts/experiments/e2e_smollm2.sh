@@ -111,10 +111,15 @@ if [[ $STEP == export_decay ]]; then
       --out runs/adapters/smollm2-e2e-skipaware-$DECAY_TAG --record "$RUNDIR/fit_summary.json" \
       --fit_command "python $(echo $DECAY_FIT | tr -s ' ')" --training_data "E2E NLG: CC BY-SA 4.0"
 fi
+# DECAY_EXTRA=1: sweep_decay decodes the paper's five other static rows instead (HSD s=1/2 E_max 18 and 8 -> 15 and
+# 7, SkipDecode (10,20) -> (8,17)) into the same folder (the report then holds nine rows; CALM is left out: ~5 s per
+# MR at beam 4); vanilla, already decoded, is listed so that the new rows get their agreement with it.
+EXTRA_ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":18}],["hsd",{"s":2,"e_min":0,"e_max":18}],["hsd",{"s":1,"e_min":0,"e_max":8}],["hsd",{"s":2,"e_min":0,"e_max":8}],["skipdecode",{"e_min":10,"e_max":20}]]'
 if [[ $STEP == sweep_decay ]]; then
+  DECAY_ROWS=$ROWS; [[ -n ${DECAY_EXTRA:-} ]] && DECAY_ROWS=$EXTRA_ROWS
   $PY -m hsd_lightning.evaluation.sweep --config "$DECAY_CONFIG" --model.adapter "$DECAY_FROM" \
       --model.t_max 40 --ckpt_path "$(last_of $DECAY_NAME)" --quiet ${DECAY_ALWAYS---always_run 1} \
-      --out runs/results/e2e/skipaware_${DECAY_TAG}_beam4 --decoders "$ROWS" \
+      --out runs/results/e2e/skipaware_${DECAY_TAG}_beam4 --decoders "$DECAY_ROWS" \
       --data.init_args.max_eval_samples 200
 fi
 if [[ $STEP == report_decay ]]; then  # its own report (the other runs' folders need not be on this machine)
