@@ -37,10 +37,6 @@ def _main_job_config() -> dict:
     return yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())["model"]
 
 
-def _main_job_adapter() -> str:
-    return _main_job_config()["adapter"]
-
-
 def test_main_job_decodes_its_adapter_at_the_t_max_it_was_trained_for():
     """The main job's config decodes its shipped adapter with the schedules' t_max the adapter was trained for
     (model.t_max, else max_new_tokens), so its skipping rows run the plans they were trained under."""
@@ -75,7 +71,7 @@ def test_adapter_names_the_restaurant_with_vanilla_and_hsd(ADAPTER):
     mod = CausalLMModule("smollm2-135m", finetune="lora", adapter=ADAPTER, max_new_tokens=64).eval()
     tok = mod.tokenizer
     enc = tok([E2EDataModule.default_template.format(source=m) for m in mrs], return_tensors="pt", padding=True)
-    hsd_least = 6 if ADAPTER == _main_job_adapter() else 3
+    hsd_least = 6 if ADAPTER == _main_job_config()["adapter"] else 3
     for dec, least in ((build_decoder("vanilla"), 8), (build_decoder("hsd", s=1, e_min=0, e_max=10), hsd_least),
                        (build_decoder("hsd", s=2, e_min=0, e_max=10), hsd_least)):
         with torch.no_grad():
