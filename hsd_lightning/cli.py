@@ -1,17 +1,19 @@
 """LightningCLI entry point: ``python main.py {fit,validate,test,predict} --config ... [--decoder NAME ...]``."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import yaml
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .data import TextGenDataModule
-from .decoding import DECODERS, Decoder
+from .decoding import DECODERS, Decoder, build_decoder, decoder_slug
 from .library_noise import drop_library_noise
 from .models.module import CausalLMModule
 from .training.precision import cpu_bf16_warning
@@ -21,6 +23,53 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 BASE_PRESET = CONFIG_DIR / "presets" / "base.yaml"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class HSDArgumentParser(LightningArgumentParser):
+    """Writes configs without ``compose:`` (``--print_config``, the run folder's ``config.yaml``): by then every
+    composed file is merged into the values, and relative ``compose`` paths would not load from another folder."""
+
+    def dump(self, cfg, *args, **kwargs):
+        if "compose" in cfg and cfg.get("compose") is not None:
+            cfg = cfg.clone()
+            cfg["compose"] = None
+        return super().dump(cfg, *args, **kwargs)
+
+
+def _checkpoint_decoder(path: str | None) -> str | None:
+    """The decoder a checkpoint was saved with (``predict`` uses it when no --decoder is given), read lazily."""
+    if not path or not Path(str(path)).is_file():
+        return None
+    try:
+        import torch
+
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True).get("decoder")
+        return build_decoder(**saved).describe() if saved else None
+    except Exception:  # an unreadable file fails later with its own message; the folder name is not worth one
+        return None
+
+
+def name_run_folder(trainer, model, subcommand: str, ckpt_path: str | None) -> None:
+    """``predict``/``test`` write into ``<save_dir>/<name>/<subcommand>_<decoder>`` (``predict_hsd_s1_min0_max10``,
+    then ``..._v1`` ...): one folder per run holding its predictions, metrics and TensorBoard events, named for the
+    decoder, when the logger's version is not set by the user. DDP ranks started later take rank 0's name."""
+    logger = trainer.logger
+    if not isinstance(logger, TensorBoardLogger) or logger._version is not None:
+        return
+    root = Path(logger.root_dir)
+    inherited = os.environ.get("HSD_RUN_VERSION", "")
+    if os.environ.get("LOCAL_RANK") and inherited.startswith(f"{root}{os.pathsep}"):
+        logger._version = inherited.rsplit(os.pathsep, 1)[1]
+        return
+    described = model.decoder.describe() if model.decoder_pinned else _checkpoint_decoder(ckpt_path) or \
+        model.decoder.describe()
+    base = f"{subcommand}_{decoder_slug(described)}"
+    version, n = base, 0
+    while (root / version).exists():
+        n += 1
+        version = f"{base}_v{n}"
+    logger._version = version
+    os.environ["HSD_RUN_VERSION"] = f"{root}{os.pathsep}{version}"
 
 
 class HSDCLI(LightningCLI):
@@ -47,6 +96,8 @@ class HSDCLI(LightningCLI):
         note = cpu_bf16_warning(self.trainer.precision, isinstance(self.trainer.accelerator, CPUAccelerator))
         if note:
             rank_zero_warn(note)
+        if self.subcommand in ("predict", "test"):
+            name_run_folder(self.trainer, self.model, self.subcommand, cfg.get("ckpt_path"))
 
 
 def _rewrite_decoder_names(args: list[str]) -> list[str]:
@@ -60,6 +111,23 @@ def _rewrite_decoder_names(args: list[str]) -> list[str]:
             elif a.startswith(flag + "=") and a.split("=", 1)[1].lower() in DECODERS:
                 cls = DECODERS[a.split("=", 1)[1].lower()]
                 out[i] = f"{flag}={cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
+    return out
+
+
+def _quote_templates(args: list[str]) -> list[str]:
+    """``--data.init_args.prompt_template "Q: {source}"`` stays a string: jsonargparse reads a command-line value as
+    YAML, where ``{source}`` is a mapping, so the template is handed over as a quoted (JSON) string. Idempotent."""
+    import json
+
+    out = list(args)
+    for i, a in enumerate(out):
+        flag, eq, value = a.partition("=")
+        if not flag.startswith("--data.") or not flag.endswith(".prompt_template"):
+            continue
+        if eq and not value.startswith('"'):
+            out[i] = f"{flag}={json.dumps(value)}"
+        elif not eq and i + 1 < len(out) and not out[i + 1].startswith('"') and out[i + 1] not in ("null", "None"):
+            out[i + 1] = json.dumps(out[i + 1])
     return out
 
 
@@ -102,7 +170,7 @@ def _expand_compose(args: list[str]) -> list[str]:
 def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     drop_library_noise()
     args = list(sys.argv[1:] if args is None else args)
-    args = _expand_compose(_rewrite_decoder_names(args))
+    args = _expand_compose(_quote_templates(_rewrite_decoder_names(args)))
     # the embedded default: no --config given -> configs/default.yaml (SmolLM2-135M on E2E, CPU-sized)
     # ``-c`` is ``--config``: a config given either way replaces the default, it is not layered over it
     if args and args[0] in SUBCOMMANDS and not any(a in ("--config", "-c") or a.startswith("--config=") for a in args) \
@@ -114,6 +182,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     argv, sys.argv = sys.argv, [sys.argv[0], *args]
     try:
         return HSDCLI(CausalLMModule, TextGenDataModule, subclass_mode_data=True, run=run,
+                      parser_class=HSDArgumentParser,
                       parser_kwargs=({sub: {"default_config_files": [str(BASE_PRESET)]} for sub in SUBCOMMANDS}
                                      if run else {"default_config_files": [str(BASE_PRESET)]}),
                       save_config_kwargs={"overwrite": True}, seed_everything_default=42)

@@ -97,7 +97,7 @@ def test_export_command_of_a_run_continued_from_an_adapter(tmp_path, tokenizer, 
     """A skip-aware run that continued a standard fine-tune's adapter is exported with that same base
     (``--model.adapter``, passed on to the CLI): the exported adapter decodes exactly like the trained module."""
     from hsd_lightning.cli import CONFIG_DIR
-    from hsd_lightning.models.adapters import main as export_main
+    from hsd_lightning.tools.export_adapter import main as export_main
 
     first = _lora()
     export(first, tmp_path / "ft", {})

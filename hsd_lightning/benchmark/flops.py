@@ -1,7 +1,7 @@
 """FLOP model of one decoding step, from the model's shapes, for the *ideal* speed-up of skipping layers."""
 from __future__ import annotations
 
-from ..models.families import family
+from ..families import family
 
 
 def step_flops(config, context: int) -> tuple[float, float]:

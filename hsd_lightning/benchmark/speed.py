@@ -1,7 +1,7 @@
 """Wall-clock benchmark of the decoders, interleaved in one run, medians over repetitions.
 
-    python -m hsd_lightning.benchmark.speed --model smollm2-135m --out docs/bench_smollm2
-    python -m hsd_lightning.benchmark.speed --model gpt2-large-arch --max_cell_tokens 8000 --out docs/bench_gpt2_large
+    python -m hsd_lightning bench --model smollm2-135m --out docs/bench_smollm2
+    python -m hsd_lightning bench --model gpt2-large-arch --max_cell_tokens 8000 --out docs/bench_gpt2_large
 
 Cells = model x prompt (short ~48 tokens, E2E-like; long 900 tokens, CNN/DM-like) x batch x beams. Per cell:
 
@@ -268,6 +268,9 @@ def main(argv=None):
     p.add_argument("--prompts", nargs="+", default=["short", "long"], choices=sorted(PROMPT_TOKENS))
     p.add_argument("--decoders", nargs="+", default=None, choices=sorted({n for n, _ in DECODERS}),
                    help="subset of the issue's decoders (default: all); hf_generate and vanilla always run")
+    p.add_argument("--paper_depth", type=int, default=36,
+                   help="depth the paper's exit budgets were tuned for (36): they are scaled to the model's depth and "
+                        "the decoders actually run are printed (e_max always means layers of the model benchmarked)")
     p.add_argument("--new_tokens", type=int, default=32)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--prefill_reps", type=int, default=2)
@@ -285,7 +288,9 @@ def main(argv=None):
     chosen = [(n, kw) for n, kw in DECODERS if args.decoders is None or n in args.decoders]
     if not chosen or chosen[0][0] != "vanilla":
         chosen = [("vanilla", {})] + chosen  # speed-ups are over our vanilla
-    decoders = [build_paper_decoder(n, kw, L) for n, kw in chosen]
+    decoders = [build_paper_decoder(n, kw, L, args.paper_depth) for n, kw in chosen]
+    print(f"bench: the paper's decoders, exit budgets scaled from {args.paper_depth} to {L} layers: "
+          + ", ".join(d.describe() for d in decoders))
     rows, skipped = [], []
     started = time.time()
     for prompt in args.prompts:

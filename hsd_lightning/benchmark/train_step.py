@@ -1,7 +1,7 @@
 """What skip-aware training costs per step against plain fine-tuning, interleaved in one run, medians.
 
-    python -m hsd_lightning.benchmark.train_step --model smollm2-135m --device cuda --autocast bf16
-    python -m hsd_lightning.benchmark.train_step --model tiny-llama --seq 64 --prompt 48 --reps 3
+    python -m hsd_lightning bench-train-step --model smollm2-135m --device cuda --autocast bf16
+    python -m hsd_lightning bench-train-step --model tiny-llama --seq 64 --prompt 48 --reps 3
 
 One random batch shaped like a training batch (``--batch`` rows of ``--seq`` tokens, the first ``--prompt`` of them
 prompt, label -100) and, per repetition, in turn:

@@ -5,8 +5,9 @@ from .datamodule import (
                          E2EDataModule,
                          HealthCareMagicDataModule,
                          TextGenDataModule,
+                         TextPairDataModule,
                          XSumDataModule,
 )
 
-__all__ = ["TextGenDataModule", "E2EDataModule", "CommonGenDataModule", "CNNDMDataModule", "XSumDataModule",
+__all__ = ["TextGenDataModule", "TextPairDataModule", "E2EDataModule", "CommonGenDataModule", "CNNDMDataModule", "XSumDataModule",
            "HealthCareMagicDataModule", "DATAMODULES"]

@@ -6,6 +6,7 @@ example id, the prompt text and all references of that input (multi-reference ta
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..models.loading import load_tokenizer
-from .readers import SPECS, WHERE_TO_GET, group_by_source, read_hub_pairs, read_pairs
+from .readers import SPECS, WHERE_TO_GET, DatasetSpec, group_by_source, read_hub_pairs, read_pairs
 
 log = logging.getLogger(__name__)
 _MIN_PREFIX = 16  # shortest prompt of a source-continuation row (tokens)
@@ -29,6 +30,18 @@ SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 def default_data_dir() -> str:
     return os.environ.get("HSD_DATA_DIR", DEFAULT_DATA_DIR)
+
+
+def _unquote(template: str | None) -> str | None:
+    """A template given on the command line arrives JSON-quoted (``cli._quote_templates``: jsonargparse would read
+    ``Q: {source}`` as a YAML mapping), and jsonargparse keeps a quoted string as typed: unwrap it here."""
+    if isinstance(template, str) and len(template) > 1 and template[0] == template[-1] == '"':
+        try:
+            value = json.loads(template)
+        except json.JSONDecodeError:
+            return template
+        return value if isinstance(value, str) else template
+    return template
 
 
 class TextGenDataModule(L.LightningDataModule):
@@ -67,7 +80,7 @@ class TextGenDataModule(L.LightningDataModule):
                  source_continuations: int = 0, continuation_tokens: int = 64):
         super().__init__()
         self.save_hyperparameters()
-        template = prompt_template or self.default_template
+        template = _unquote(prompt_template) or self.default_template
         if "{source}" not in template:
             raise ValueError(f"prompt_template {template!r} has no '{{source}}' placeholder; add one")
         if predict_split not in ("train", "validation", "test"):
@@ -80,12 +93,19 @@ class TextGenDataModule(L.LightningDataModule):
                              "than a source); lower it or raise data.init_args.max_source_tokens")
         self.template = template
         self.data_dir = data_dir or default_data_dir()
-        self.spec = SPECS[self.dataset]
+        if type(self) is TextGenDataModule:
+            raise ValueError("TextGenDataModule is the base class of the task modules; for your own files use "
+                             "--data hsd_lightning.data.TextPairDataModule (README: 'Your own data'), for a paper "
+                             f"task one of {', '.join(c.__name__ for c in DATAMODULES.values())}")
+        self.spec = self._spec()
         self._tok = None
         self._cache: dict[str, datasets.Dataset] = {}
         self.source_used: str | None = None  # "local <path>" or "hub <id>"
         self.num_truncated: dict[str, int] = {}
         self.skip_ids: set[str] = set()  # ids already decoded (a resumed predict/test), see exclude_ids
+
+    def _spec(self) -> DatasetSpec:
+        return SPECS[self.dataset]
 
     # ---- tokenizer & raw data --------------------------------------------------------------------------------
     @property
@@ -183,6 +203,7 @@ class TextGenDataModule(L.LightningDataModule):
             return self._cache[key]
         pairs = self.pairs(split)
         if kind == "train":
+            pairs = [p for p in pairs if p[1]]  # inputs given without a reference train nothing
             if split == "train":
                 pairs = self._subset(pairs, self.hparams.max_train_samples)
             else:  # validation loss on the pairs of the first max_eval_samples inputs
@@ -287,6 +308,55 @@ class XSumDataModule(TextGenDataModule):
 class HealthCareMagicDataModule(TextGenDataModule):
     dataset = "healthcaremagic"
     default_template = "Answer the patient as a doctor.\nPatient: {source}\nDoctor:"
+
+
+class TextPairDataModule(TextGenDataModule):
+    """Your own text pairs: one CSV or JSONL file per split, with a source field and a target field.
+
+    Args (besides the base class's, e.g. ``prompt_template``, ``max_source_tokens``, batch sizes):
+        name: the dataset's name in ids, metrics and reports (``<name>-test-0``); reports add no paper rows for it.
+        train_file / validation_file / test_file: paths (``.csv``, ``.jsonl`` or ``.json`` with one object per line);
+            relative paths are read from ``data_dir`` when given, else from the working folder. ``fit`` needs the
+            train and validation files, ``predict``/``test`` the ``predict_split``'s.
+        source_field / target_field: column (CSV) or key (JSONL) names.
+
+    Several references: repeat the source on several rows (CSV or JSONL), or give a list in a JSONL target field.
+    Inputs without a reference (the target field empty or absent) are decoded; their outputs are written, and the
+    quality scores (ROUGE, BLEU, BERTScore) are computed over the inputs that have references. Training uses only
+    rows with a reference.
+    """
+
+    def __init__(self, name: str = "pairs", train_file: str | None = None, validation_file: str | None = None,
+                 test_file: str | None = None, source_field: str = "source", target_field: str = "target",
+                 **kwargs):
+        for field, value in (("source_field", source_field), ("target_field", target_field), ("name", name)):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{field}={value!r}: give the column/key name as a non-empty string")
+        if source_field == target_field:
+            raise ValueError(f"source_field and target_field are both {source_field!r}; name two different fields")
+        if kwargs.get("allow_hub"):
+            raise ValueError("allow_hub=True loads a paper task from the hub; your own files have no hub copy")
+        self.dataset = name
+        self.files = {"train": train_file, "validation": validation_file, "test": test_file}
+        for split, path in self.files.items():
+            if path is not None and Path(path).suffix.lower() not in (".csv", ".jsonl", ".json"):
+                raise ValueError(f"{split}_file={path!r}: use a .csv or .jsonl file (one JSON object per line)")
+        self.fields = (source_field, target_field)
+        super().__init__(**kwargs)
+
+    def _spec(self) -> DatasetSpec:
+        fmt = {split: "csv" if Path(p).suffix.lower() == ".csv" else "jsonl" for split, p in self.files.items() if p}
+        return DatasetSpec(self.dataset, "", {s: p for s, p in self.files.items() if p}, *self.fields, "jsonl",
+                           hub=("", None, {}), hub_fields=self.fields, any_targets=True, optional_target=True,
+                           fmt_by_split=fmt)
+
+    def pairs(self, split: str) -> list[tuple[str, str]]:
+        if not self.files.get(split):
+            raise ValueError(f"{self.dataset}: no {split} file; set data.init_args.{split}_file to a .csv or .jsonl "
+                             f"file with fields {self.fields[0]!r} and {self.fields[1]!r}")
+        base = Path(self.data_dir).expanduser() if self.hparams.data_dir else Path(".")
+        self.source_used = f"local {base / self.files[split]}"
+        return read_pairs(self.spec, base, split)
 
 
 DATAMODULES = {cls.dataset: cls for cls in (E2EDataModule, CommonGenDataModule, CNNDMDataModule, XSumDataModule,

@@ -31,6 +31,9 @@ class DatasetSpec:
     source_fn: Callable[[object], str] = str
     multi_target: bool = False  # target field is a list of references (CommonGen)
     hub_source_fn: Callable[[object], str] = str  # hub source field -> source text as the local files write it
+    any_targets: bool = False  # the target field may hold one reference (a string) or several (a list)
+    optional_target: bool = False  # rows without a reference are kept as inputs to decode (your own data)
+    fmt_by_split: dict[str, str] | None = None  # per-split format where files differ (your own data)
 
 
 def _concepts(cs: object) -> str:
@@ -107,20 +110,24 @@ def read_pairs(spec: DatasetSpec, data_dir: str | Path, split: str) -> list[tupl
     in one warning per file, by reason with their row numbers; control characters are replaced by spaces."""
     path = Path(data_dir).expanduser() / spec.folder / spec.files[split]
     if not path.exists():
-        raise FileNotFoundError(f"{spec.name}: {path} not found; get it from {WHERE_TO_GET}")
+        where = "check the path, or give the split's file (data.init_args.<split>_file)" if spec.optional_target \
+            else f"get it from {WHERE_TO_GET}"
+        raise FileNotFoundError(f"{spec.name}: {path} not found; {where}")
     pairs: list[tuple[str, str]] = []
     skipped: dict[str, list[int]] = {}
     controls: list[int] = []
     try:
-        for n, row in enumerate(_rows(path, spec.fmt), start=1):
+        fmt = (spec.fmt_by_split or {}).get(split, spec.fmt)
+        for n, row in enumerate(_rows(path, fmt), start=1):
             if row is None:
                 skipped.setdefault("not a JSON object", []).append(n)
                 continue
-            if spec.source not in row or spec.target not in row:
+            if spec.source not in row or (spec.target not in row and not spec.optional_target):
                 skipped.setdefault(f"no {spec.source!r} or {spec.target!r} field", []).append(n)
                 continue
             src = spec.source_fn(row[spec.source]).strip() if row[spec.source] is not None else ""
-            targets = row[spec.target] if spec.multi_target else [row[spec.target]]
+            value = row.get(spec.target)
+            targets = value if spec.multi_target or (spec.any_targets and isinstance(value, list)) else [value]
             if not isinstance(targets, list):
                 skipped.setdefault(f"{spec.target!r} is not a list", []).append(n)
                 continue
@@ -128,7 +135,9 @@ def read_pairs(spec: DatasetSpec, data_dir: str | Path, split: str) -> list[tupl
             if not src:
                 skipped.setdefault("an empty source", []).append(n)
                 continue
-            if not good:
+            if not good and spec.optional_target:  # an input to decode without a reference
+                good = [""]
+            elif not good:
                 skipped.setdefault("an empty reference", []).append(n)
                 continue
             src, c1 = _clean(src)
@@ -170,8 +179,11 @@ def read_hub_pairs(spec: DatasetSpec, split: str) -> list[tuple[str, str]]:
 
 
 def group_by_source(pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
-    """One entry per distinct source (in first-seen order) with all its references."""
+    """One entry per distinct source (in first-seen order) with all its references (none for an input given
+    without one: an empty target)."""
     groups: dict[str, list[str]] = {}
     for s, t in pairs:
-        groups.setdefault(s, []).append(t)
+        refs = groups.setdefault(s, [])
+        if t:
+            refs.append(t)
     return list(groups.items())

@@ -1,6 +1,6 @@
 """Dataset statistics like the paper's Table 1, for any of the data modules.
 
-    python -m hsd_lightning.data.stats [--data_dir DIR] [--datasets e2e xsum ...]
+    python -m hsd_lightning data-stats [--data_dir DIR] [--datasets e2e xsum ...]
 
 Words = whitespace tokens; sentences = split on . ! ? followed by space/end; % novel n-grams = share of the output's
 n-grams (lower-cased words) that do not occur in its input, averaged over pairs.

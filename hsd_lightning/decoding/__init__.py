@@ -9,8 +9,9 @@ from .decoders import (
                        Vanilla,
                        build_decoder,
                        build_paper_decoder,
+                       decoder_slug,
 )
 from .families import FAMILIES, FamilySpec, model_parts
 
-__all__ = ["build_decoder", "build_paper_decoder", "Decoder", "DecodeOutput", "Vanilla", "SkipDecode", "HSD", "CALM", "DECODERS",
+__all__ = ["build_decoder", "build_paper_decoder", "decoder_slug", "Decoder", "DecodeOutput", "Vanilla", "SkipDecode", "HSD", "CALM", "DECODERS",
            "FAMILIES", "FamilySpec", "model_parts"]

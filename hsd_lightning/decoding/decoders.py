@@ -5,6 +5,8 @@ only decide which layers run at each step (``runtime.py`` does the plumbing).
 """
 from __future__ import annotations
 
+import re
+
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +56,10 @@ class Decoder:
 
     def describe(self) -> str:
         return self.name
+
+    def slug(self) -> str:
+        """``describe()`` as a plain file name (a run folder): ``hsd(s=1,min=0,max=10)`` -> ``hsd_s1_min0_max10``."""
+        return decoder_slug(self.describe())
 
     def settings(self) -> dict:
         return {}
@@ -278,6 +284,11 @@ class CALM(Decoder):
 DECODERS: dict[str, type[Decoder]] = {"vanilla": Vanilla, "skipdecode": SkipDecode, "hsd": HSD, "calm": CALM}
 
 
+def decoder_slug(description: str) -> str:
+    """A decoder's description as a plain file name: letters, digits, dots and underscores only."""
+    return re.sub(r"[^A-Za-z0-9.]+", "_", description.replace("=", "").replace("+", "-")).strip("_")
+
+
 def build_decoder(name: str, **kwargs) -> Decoder:
     """``build_decoder("hsd", s=1, e_min=0, e_max=12)``; names: vanilla, skipdecode, hsd, calm."""
     cls = DECODERS.get(str(name).lower())
@@ -291,8 +302,9 @@ def build_decoder(name: str, **kwargs) -> Decoder:
         raise ValueError(f"decoder {name!r} got arguments {sorted(kwargs)}; it takes {valid}") from err
 
 
-def build_paper_decoder(name: str, settings: dict, num_layers: int) -> Decoder:
+def build_paper_decoder(name: str, settings: dict, num_layers: int, paper_depth: int = 36) -> Decoder:
     """A decoder from the paper's settings, whose exit budgets (``e_*``) are given for its 36-layer GPT-2 large:
-    they are scaled to ``num_layers`` (``schedules.scale_exit``: HSD E_max 12 becomes 10 on 30 layers)."""
-    return build_decoder(name, **{k: schedules.scale_exit(v, num_layers) if k.startswith("e_") else v
+    they are scaled to ``num_layers`` (``schedules.scale_exit``: HSD E_max 12 becomes 10 on 30 layers). Only the
+    paper's built-in rows go through here; an ``e_max`` a user gives is always layers of the model decoded."""
+    return build_decoder(name, **{k: schedules.scale_exit(v, num_layers, paper_depth) if k.startswith("e_") else v
                                   for k, v in settings.items()})

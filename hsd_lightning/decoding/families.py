@@ -3,7 +3,7 @@
 The decoders need five things from a model: the module that owns the layer stack (its forward is where a step
 starts), the layer list, the final norm (for CALM's confidence head), and inside one layer the norm in front of
 self-attention and the self-attention module (for CALM's state propagation). The LM head is found through
-``get_output_embeddings()`` for every family. The names come from the family records in ``models/families.py``.
+``get_output_embeddings()`` for every family. The names come from the family records in ``hsd_lightning/families.py``.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.families import FAMILIES, FamilySpec, family  # noqa: F401  (re-exported)
+from ..families import FAMILIES, FamilySpec, family  # noqa: F401  (re-exported)
 
 
 def _get(obj, dotted: str):

@@ -1,7 +1,7 @@
 """Is a difference in R-L (or BERTScore) between two runs on the same test inputs more than the choice of inputs?
 A paired bootstrap.
 
-    python -m hsd_lightning.evaluation.bootstrap <run A> <run B> [--shared] [--metric rougeL|bertscore]
+    python -m hsd_lightning bootstrap <run A> <run B> [--shared] [--metric rougeL|bertscore]
         [--references <sweep folder | dataset>] [--data_dir <data root>] [--samples 2000]
 
 A run is a folder with ``predictions.jsonl`` (one decoder's sweep output, references included) or a committed

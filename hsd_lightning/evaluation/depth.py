@@ -1,6 +1,6 @@
 """Average layers per token that static plans (SkipDecode, HSD) run on given output lengths, for several ``t_max``.
 
-    python -m hsd_lightning.evaluation.depth runs/results/e2e/skipaware_1000_beam4/vanilla/predictions.jsonl \
+    python -m hsd_lightning depth runs/results/e2e/skipaware_1000_beam4/vanilla/predictions.jsonl \
         --num_layers 30 --t_max 64 48 40 32 --out docs/results/e2e/depth_vs_tmax.md
 
 A static plan's depth depends only on how many tokens are generated and on ``t_max`` (eq. 4 decays from E_max at
@@ -77,7 +77,7 @@ def main(argv=None):
         raise SystemExit(f"{args.predictions} has no layers_per_token or passes field; pass a predictions.jsonl "
                          "written by predict or the sweep, or a report's copy made after this field was added") from None
     table = depth_table(passes, decoders, args.num_layers, args.t_max)
-    cmd = "python -m hsd_lightning.evaluation.depth " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m hsd_lightning depth " + " ".join(sys.argv[1:] if argv is None else argv)
     if args.out:
         Path(args.out).write_text(f"# Average layers per token against t_max\n\n`{cmd}`\n\n{table}")
     print(table)

@@ -65,6 +65,7 @@ class GenerationScores(torch.nn.Module):
         self.seconds = SumMetric(**local)
         self.count = SumMetric(**local)
         self.empty_predictions = SumMetric(**local)
+        self.scored = SumMetric(**local)  # inputs with a reference: the quality scores are over these
         self.to(self.device)
 
     def _bertscore(self) -> PairBERTScore:
@@ -78,18 +79,20 @@ class GenerationScores(torch.nn.Module):
             m.reset()
 
     def update(self, records: list[dict]) -> None:
+        """Depth, speed and counts over every record; quality over the records that have a reference (an input of
+        your own data may come without one: it is decoded and counted, not scored)."""
         recs = [r for r in records if any(ref.strip() for ref in r["references"])]
-        if not recs:
-            return
-        preds = [r["prediction"] for r in recs]
-        refs = [[ref for ref in r["references"] if ref.strip()] for r in recs]
-        self.rouge.update(preds, refs)
-        self.bleu1.update(preds, refs)
-        self.bleu4.update(preds, refs)
-        if self.use_bertscore:
-            for best in best_bertscore(self._bertscore(), preds, refs):
-                self.bert_f1.update(best)
-        for r in recs:
+        if recs:
+            preds = [r["prediction"] for r in recs]
+            refs = [[ref for ref in r["references"] if ref.strip()] for r in recs]
+            self.rouge.update(preds, refs)
+            self.bleu1.update(preds, refs)
+            self.bleu4.update(preds, refs)
+            self.scored.update(len(recs))
+            if self.use_bertscore:
+                for best in best_bertscore(self._bertscore(), preds, refs):
+                    self.bert_f1.update(best)
+        for r in records:
             lpt = r["layers_per_token"]
             self.layers.update(sum(lpt[1:]))
             self.passes.update(max(len(lpt) - 1, 0))
@@ -99,15 +102,20 @@ class GenerationScores(torch.nn.Module):
             self.empty_predictions.update(int(not r["prediction"].strip()))
 
     def compute(self) -> dict[str, float]:
-        r = self.rouge.compute()
         passes = float(self.passes.compute())
         secs = float(self.seconds.compute())
+        scored = float(self.scored.compute())
+        nan = math.nan
+        r = self.rouge.compute() if scored else {}
         out = {
             "avg_layer": float(self.layers.compute()) / passes if passes else math.nan,
-            "rouge1": 100 * float(r["rouge1_fmeasure"]), "rouge2": 100 * float(r["rouge2_fmeasure"]),
-            "rougeL": 100 * float(r["rougeL_fmeasure"]),
-            "bleu1": 100 * float(self.bleu1.compute()), "bleu4": 100 * float(self.bleu4.compute()),
-            "bertscore": 100 * float(self.bert_f1.compute()) if self.use_bertscore else math.nan,
+            "rouge1": 100 * float(r["rouge1_fmeasure"]) if scored else nan,
+            "rouge2": 100 * float(r["rouge2_fmeasure"]) if scored else nan,
+            "rougeL": 100 * float(r["rougeL_fmeasure"]) if scored else nan,
+            "bleu1": 100 * float(self.bleu1.compute()) if scored else nan,
+            "bleu4": 100 * float(self.bleu4.compute()) if scored else nan,
+            "bertscore": 100 * float(self.bert_f1.compute()) if self.use_bertscore and scored else nan,
+            "scored_examples": scored,
             "tokens_per_second": float(self.tokens.compute()) / secs if secs else math.nan,
             "generated_tokens": float(self.tokens.compute()), "examples": float(self.count.compute()),
             "empty_predictions": float(self.empty_predictions.compute()),

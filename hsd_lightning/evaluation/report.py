@@ -1,6 +1,6 @@
 """Turn run folders (each with a metrics.json) into the paper's table (Markdown + CSV) and a Pareto plot.
 
-    python -m hsd_lightning.evaluation.report runs/sweep [more folders] --out runs/sweep/report
+    python -m hsd_lightning report runs/sweep [more folders] --out runs/sweep/report
 """
 from __future__ import annotations
 
@@ -135,7 +135,8 @@ def examples_text(groups: dict[str, list[dict]], n: int) -> str:
             for dec, recs in preds.items():
                 if i < len(recs):
                     parts.append(f"  - *{dec}*: {recs[i]['prediction']}")
-            parts.append(f"  - *reference*: {rec['references'][0]}")
+            if rec["references"]:
+                parts.append(f"  - *reference*: {rec['references'][0]}")
         parts.append("")
     return "\n".join(parts)
 

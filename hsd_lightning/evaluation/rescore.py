@@ -1,7 +1,7 @@
 """Recompute the scores of finished runs from their ``predictions.jsonl`` (e.g. after a metric is fixed), keeping
 every other key of their ``metrics.json`` (decoder, checkpoint, agreement...).
 
-    python -m hsd_lightning.evaluation.rescore runs/results/e2e [more folders]   # every run folder below them
+    python -m hsd_lightning rescore runs/results/e2e [more folders]   # every run folder below them
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The skip-aware fine-tuning targets, checked on every table the reports hold (one Markdown file).
 
-    python -m hsd_lightning.evaluation.targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md
+    python -m hsd_lightning targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md
 
 Three checks, each per group of rows decoded from one set of weights at one beam width (as the reports group them):
 * quality kept at depth: HSD s=1 (E_max 10 of 30 layers) keeps >= 95 % of its own vanilla R-L *and* BERTScore at
@@ -161,7 +161,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     missing = [r for r in args.reports if not Path(r).is_file()]
     if missing:
-        raise SystemExit(f"no such report: {missing[0]}; run python -m hsd_lightning.evaluation.report first")
+        raise SystemExit(f"no such report: {missing[0]}; run python -m hsd_lightning report first")
     text = markdown(load_groups(args.reports))
     if args.out:
         Path(args.out).write_text(text)

@@ -28,7 +28,9 @@ RUN_KEYS = ("decoder", "model", "checkpoint", "dataset", "num_beams", "max_new_t
 
 class PredictionScorer(BasePredictionWriter):
     """Writes ``predictions.jsonl`` and ``metrics.json`` into ``output_dir`` (default: the logger's run folder) and
-    logs every score to the loggers, tagged by decoder.
+    logs every score to the loggers under the same tags for every decoder (``predict/rougeL``, ``test/bertscore``
+    ...): a run folder is one decoder (``predict`` names it so, the sweep writes one per decoder), so TensorBoard
+    overlays decoders as runs.
 
     Args:
         output_dir: where to write; default ``trainer.log_dir``. Rerunning into a folder that holds predictions of
@@ -52,6 +54,7 @@ class PredictionScorer(BasePredictionWriter):
     def setup(self, trainer, pl_module, stage):
         if stage not in STAGES:
             return
+        self.stage = str(getattr(stage, "value", stage))  # "predict" | "test" (Lightning passes a str enum)
         # trainer.log_dir broadcasts from rank 0, so every rank must ask for it (not rank 0 alone)
         self.dir = Path(self.output_dir or trainer.log_dir or ".")
         self.part = self.dir / f"predictions.rank{trainer.global_rank}.jsonl"
@@ -125,12 +128,13 @@ class PredictionScorer(BasePredictionWriter):
             self.metrics.update({k: v for k, v in json.loads(old.read_text()).items() if k.startswith("agreement")})
         old.write_text(json.dumps(self.metrics, indent=2))
         for logger in trainer.loggers:
-            logger.log_metrics({f"{dec.describe()}/{k}": v for k, v in metrics.items()}, step=0)
+            logger.log_metrics({f"{self.stage}/{k}": v for k, v in metrics.items()}, step=0)
             exp = getattr(logger, "experiment", None)
             if hasattr(exp, "add_text"):
-                text = "\n\n".join(f"**{e['id']}** {e['prediction']}  \n*ref:* {e['references'][0]}"
+                text = "\n\n".join(f"**{e['id']}** ({dec.describe()}) {e['prediction']}"
+                                   + (f"  \n*ref:* {e['references'][0]}" if e["references"] else "")
                                    for e in ordered[: self.num_text_examples])
-                exp.add_text(f"{dec.describe()}/examples", text, 0)
+                exp.add_text(f"{self.stage}/examples", text, 0)
         if self.print_table:
             print(format_table([self.metrics]))
             print(f"predictions: {self.dir / 'predictions.jsonl'}\nmetrics: {self.dir / 'metrics.json'}")

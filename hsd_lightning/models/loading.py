@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
 
-from .families import tiny_configs
+from ..families import tiny_configs
 
 log = logging.getLogger(__name__)
 

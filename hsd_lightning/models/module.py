@@ -16,7 +16,7 @@ from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
 from ..training.resume import rng_state, set_rng_state, start_next_epoch_fresh
 from ..training.shared_prompt import shared_prompt_losses
-from .families import family
+from ..families import family
 from .loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class CausalLMModule(L.LightningModule):
             the target activations grow with the number of plans (split the batch: ``accumulate_grad_batches``).
             Validation computes its per-plan losses the same way (the same numbers). Default off.
         adapter: start from a saved LoRA adapter (``finetune: lora``): a folder written by
-            ``python -m hsd_lightning.models.adapters`` or the name of one shipped in ``hsd_lightning/adapters``
+            ``python -m hsd_lightning export-adapter`` or the name of one shipped in ``hsd_lightning/adapters``
             (e.g. ``smollm2-e2e-skipaware``). Its LoRA settings come from the folder.
         init_weights: start a *full* fine-tune from the weights of a checkpoint written by ``fit`` (a ``.ckpt``,
             e.g. a standard fine-tune to continue under ``train_plans``): weights only, with a fresh optimizer,

@@ -51,10 +51,10 @@ for pair in "${PAIRS[@]}"; do
   IFS='|' read -r data label a b <<< "$pair"
   echo "## $label" >> "$OUT"
   for metric in rougeL bertscore; do
-    cmd=(.venv/bin/python -m hsd_lightning.evaluation.bootstrap "$a" "$b" --references "$data" --metric "$metric")
+    cmd=(.venv/bin/python -m hsd_lightning bootstrap "$a" "$b" --references "$data" --metric "$metric")
     line=$("${cmd[@]}")
     echo "$label [$metric]: $line"
-    printf '\n```\n$ python -m hsd_lightning.evaluation.bootstrap %q %q --references %s --metric %s\n%s\n```\n' \
+    printf '\n```\n$ python -m hsd_lightning bootstrap %q %q --references %s --metric %s\n%s\n```\n' \
         "$a" "$b" "$data" "$metric" "$line" >> "$OUT"
   done
   echo >> "$OUT"

@@ -2,12 +2,12 @@
 # Full fine-tunes of SmolLM2-135M on one GPU, several epochs per task, then the issue's decoder rows at beam 4:
 #   bash scripts/experiments/gpu_fullft.sh <task> [<task> ...]      # xsum, cnndm, healthcaremagic, commongen, e2e
 # For each task, two runs side by side (same data, steps, learning-rate schedule and seed):
-#   skipaware: configs/smollm2_<task>_skipaware_full.yaml (every row under one decoder's plan, configs/recipes/
+#   skipaware: configs/experiments/<task>/smollm2_<task>_skipaware_full.yaml (every row under one decoder's plan, configs/recipes/
 #              skipaware_30l.yaml) and
 #   standard:  the same config with --model.train_plans null (plain fine-tuning: the baseline whose vanilla R-L the
 #              skip-aware run may cost at most 3 % of, and the paper's "fine-tune, then skip" rows),
 # both with configs/presets/gpu.yaml, EPOCHS epochs (default 8; CommonGen: one pass over a seeded 25,600 of its 39,069
-# training pairs at batch 16, configs/smollm2_commongen_skipaware_full_25k.yaml), the learning rate constant after
+# training pairs at batch 16, configs/experiments/commongen/smollm2_commongen_skipaware_full_25k.yaml), the learning rate constant after
 # warm-up and decaying linearly to 0 over the last quarter of the steps (--model.lr_decay_steps; the E2E CPU recipe
 # annealed its last 1/6). Measured: 8 epochs of 600-1,000 pairs overfit the *standard* runs past epoch 1
 # (docs/results/gpu.md); the skip-aware runs' plan losses are far from converged after one.
@@ -15,7 +15,7 @@
 # and CommonGen, 50 for CNN/DM and HealthCareMagic, 200 for E2E) under the rows vanilla, HSD s=1 / s=2 E_max 10 (s=1 also with layer 1 always run), SkipDecode (8,20)
 # and CALM 0.005, into runs/results/<task>/gpu_<kind>_full_<steps>_beam<BEAMS>; fit logs in runs/logs/.
 # Tasks and the two runs of a task run in parallel (a 135M model leaves a large GPU mostly idle); BERTScore is added
-# afterwards on any machine: python -m hsd_lightning.evaluation.rescore runs/results/<task>/gpu_*.
+# afterwards on any machine: python -m hsd_lightning rescore runs/results/<task>/gpu_*.
 # PY: the Python to use (default: this project's .venv, set up by scripts/setup.sh). KINDS: which of the two runs
 # (default "skipaware standard"; e.g. KINDS=skipaware when the standard runs are done). ALL_PLANS=1: the skip-aware
 # run trains every row under every plan (--model.all_plans_per_row true; on the CPU, XSum's losses at 75 steps were
@@ -26,7 +26,7 @@ if [[ -z ${PY:-} ]]; then source scripts/setup.sh; PY=.venv/bin/python; fi
 (( $# > 0 )) || { echo "usage: $0 <task> [<task> ...] (xsum, cnndm, healthcaremagic, commongen, e2e)" >&2; exit 2; }
 EPOCHS=${EPOCHS:-8}
 BEAMS=${BEAMS:-4}
-ROWS=${ROWS:-'[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]'}
+ROWS=${ROWS:-'[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":1,"e_min":0,"e_max":10,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":10}],["skipdecode",{"e_min":8,"e_max":20}],["calm",{"d":0.005}]]'}
 mkdir -p runs/logs
 
 run_task() {  # run_task <task> <kind: skipaware|standard>
@@ -35,9 +35,9 @@ run_task() {  # run_task <task> <kind: skipaware|standard>
     e2e) n=200 ;; commongen|xsum) n=100 ;; cnndm|healthcaremagic) n=50 ;;
     *) echo "unknown task '$task'; use xsum, cnndm, healthcaremagic, commongen or e2e" >&2; return 2 ;;
   esac
-  cfg=configs/smollm2_${task}_skipaware_full.yaml
+  cfg=configs/experiments/${task}/smollm2_${task}_skipaware_full.yaml
   if [[ $task == commongen ]]; then  # one pass over a seeded random 25,600 of the 39,069 pairs at batch 16
-    cfg=configs/smollm2_commongen_skipaware_full_25k.yaml
+    cfg=configs/experiments/commongen/smollm2_commongen_skipaware_full_25k.yaml
     steps=1600
   else
     epoch=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['trainer']['max_steps'])" "$cfg")
@@ -54,7 +54,7 @@ run_task() {  # run_task <task> <kind: skipaware|standard>
   local ckpt  # (set -e does not hold inside a function called with ||: every step checks its own status)
   ckpt=$(ls -t runs/$name/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
   [[ -n $ckpt ]] || return 1
-  $PY -m hsd_lightning.evaluation.sweep --config "$cfg" --config configs/presets/gpu.yaml --ckpt_path "$ckpt" \
+  $PY -m hsd_lightning sweep --config "$cfg" --config configs/presets/gpu.yaml --ckpt_path "$ckpt" \
       --quiet --decoders "$ROWS" --out "runs/results/$task/gpu_${kind}_full_${steps}_beam$BEAMS" \
       --data.init_args.max_eval_samples $n --model.num_beams $BEAMS ${SWEEP_ARGS:-} \
       > "runs/logs/${task}_sweep_${kind}_full_gpu_$steps.log" 2>&1 || return 1

@@ -40,20 +40,20 @@ fi
 mkdir -p runs/logs runs/adapters
 last_of() { ls -t runs/$1/version_*/checkpoints/{last,latest-step=*}.ckpt 2>/dev/null | head -1; }
 summary_of() { ls -t runs/$1/version_*/fit_summary.json 2>/dev/null | head -1; }
-# the issue's rows (E in the paper's 36-layer units, scaled to 30 layers by the sweep): vanilla, HSD s=1 / s=2
+# the issue's rows (E in layers of the 30-layer model: the paper's 36-layer E scaled by 30/36): vanilla, HSD s=1 / s=2
 # E_max 12 -> 10 (s=1 also with layer 1 always run), SkipDecode (10,24) -> (8,20), CALM d=0.005
-ROWS=${ROWS:-'[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":12}],["hsd",{"s":1,"e_min":0,"e_max":12,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":12}],["skipdecode",{"e_min":10,"e_max":24}],["calm",{"d":0.005}]]'}
+ROWS=${ROWS:-'[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":1,"e_min":0,"e_max":10,"always_run":[1]}],["hsd",{"s":2,"e_min":0,"e_max":10}],["skipdecode",{"e_min":8,"e_max":20}],["calm",{"d":0.005}]]'}
 sweep() {  # sweep <config> <ckpt> <out> [extra args]
   local cfg=$1 ckpt=$2 out=$3
   shift 3
-  $PY -m hsd_lightning.evaluation.sweep --config "$cfg" --ckpt_path "$ckpt" --quiet --decoders "$ROWS" \
+  $PY -m hsd_lightning sweep --config "$cfg" --ckpt_path "$ckpt" --quiet --decoders "$ROWS" \
       --out "$out" --data.init_args.max_eval_samples $N --model.num_beams $BEAMS "$@"
 }
 if [[ $STEP == fit_lora || $STEP == all ]]; then
   $PY main.py fit --config configs/$LORA.yaml --ckpt_path last 2>&1 | tee -a runs/logs/${TASK}_fit_lora.log
 fi
 if [[ $STEP == export_lora || $STEP == all ]]; then
-  $PY -m hsd_lightning.models.adapters --config configs/$LORA.yaml --ckpt_path "$(last_of $LORA)" \
+  $PY -m hsd_lightning export-adapter --config configs/$LORA.yaml --ckpt_path "$(last_of $LORA)" \
       --out runs/adapters/smollm2-$TASK-lora --record "$(summary_of $LORA)"
 fi
 if [[ $STEP == sweep_lora || $STEP == all ]]; then
@@ -83,7 +83,7 @@ fi
 if [[ $STEP == sweep_skip_more ]]; then
   sweep configs/smollm2_${TASK}_skipaware.yaml "$(last_of $MORE)" runs/results/$TASK/skipaware_${SKIP_TOTAL}_beam$BEAMS
 fi
-# fit_full / sweep_full: skip-aware *full* fine-tuning from the base model (configs/smollm2_<task>_skipaware_full.yaml:
+# fit_full / sweep_full: skip-aware *full* fine-tuning from the base model (configs/experiments/<task>/smollm2_<task>_skipaware_full.yaml:
 # every weight, the plans at the config's t_max), FULL_TOTAL optimizer steps in all (default one epoch, the config's
 # max_steps). Each further epoch is its own run, smollm2_<task>_skipaware_full_<FULL_TOTAL>, started from the epoch
 # before it (its full state: optimizer, step, data order), so every stage's weights and table stay; sweep_full decodes
@@ -92,11 +92,11 @@ fi
 # (--model.lr_decay_steps), as its own run <...>_<FULL_TOTAL>_decay<steps> started from the same constant-rate stage
 # before it, so the constant-rate stage FULL_TOTAL and the annealed one sit side by side.
 if [[ $STEP == fit_full || $STEP == sweep_full ]]; then
-  FULL=smollm2_${TASK}_skipaware_full
-  [[ -f configs/$FULL.yaml ]] || { echo "$STEP: no configs/$FULL.yaml; write one like configs/smollm2_commongen_skipaware_full.yaml" >&2; exit 2; }
-  EPOCH=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['trainer']['max_steps'])" configs/$FULL.yaml)
+  FULL=smollm2_${TASK}_skipaware_full; FULL_CFG=configs/experiments/$TASK/$FULL.yaml
+  [[ -f $FULL_CFG ]] || { echo "$STEP: no $FULL_CFG; write one like configs/experiments/commongen/smollm2_commongen_skipaware_full.yaml" >&2; exit 2; }
+  EPOCH=$($PY -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['trainer']['max_steps'])" $FULL_CFG)
   TOTAL=${FULL_TOTAL:-$EPOCH}
-  (( TOTAL > 0 && TOTAL % EPOCH == 0 )) || { echo "FULL_TOTAL=$TOTAL: use a multiple of $EPOCH (one epoch of configs/$FULL.yaml)" >&2; exit 2; }
+  (( TOTAL > 0 && TOTAL % EPOCH == 0 )) || { echo "FULL_TOTAL=$TOTAL: use a multiple of $EPOCH (one epoch of $FULL_CFG)" >&2; exit 2; }
   DECAY=${FULL_DECAY:-0}
   [[ $DECAY =~ ^[0-9]+$ ]] && (( DECAY <= TOTAL )) || { echo "FULL_DECAY=$DECAY: use a number of steps from 0 to $TOTAL (0: constant rate)" >&2; exit 2; }
   SUFFIX=""
@@ -111,17 +111,17 @@ if [[ $STEP == fit_full ]]; then
     START=$(last_of $PREV || true)
     [[ -n $START ]] || { echo "no checkpoint of runs/$PREV to continue: run FULL_TOTAL=$(( TOTAL - EPOCH )) first" >&2; exit 2; }
   fi
-  $PY main.py fit --config configs/$FULL.yaml --trainer.max_steps $TOTAL --trainer.max_epochs $(( TOTAL / EPOCH )) \
+  $PY main.py fit --config $FULL_CFG --trainer.max_steps $TOTAL --trainer.max_epochs $(( TOTAL / EPOCH )) \
       --model.lr_decay_steps $DECAY --trainer.logger.init_args.name $RUN --ckpt_path "$START" 2>&1 \
       | tee -a runs/logs/${TASK}_fit_full_$TOTAL$SUFFIX.log
 fi
 if [[ $STEP == sweep_full ]]; then
   CKPT=$(last_of $RUN || true)
   [[ -n $CKPT ]] || { echo "no checkpoint of runs/$RUN: run fit_full with FULL_TOTAL=$TOTAL first" >&2; exit 2; }
-  sweep configs/$FULL.yaml "$CKPT" runs/results/$TASK/skipaware_full_$TOTAL${SUFFIX}_beam$BEAMS
+  sweep $FULL_CFG "$CKPT" runs/results/$TASK/skipaware_full_$TOTAL${SUFFIX}_beam$BEAMS
 fi
 if [[ $STEP == export_skip || $STEP == all ]]; then
-  $PY -m hsd_lightning.models.adapters --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" \
+  $PY -m hsd_lightning export-adapter --config configs/smollm2_${TASK}_skipaware.yaml "${FROM[@]}" \
       --ckpt_path "$(last_of $SKIP)" --out runs/adapters/${SKIP//_/-} --record "$(summary_of $SKIP)"
 fi
 if [[ $STEP == sweep_skip || $STEP == all ]]; then
@@ -129,12 +129,12 @@ if [[ $STEP == sweep_skip || $STEP == all ]]; then
       "${FROM[@]}"
 fi
 if [[ $STEP == report || $STEP == all ]]; then
-  $PY -m hsd_lightning.evaluation.report $(ls -d runs/results/$TASK/*_beam* 2>/dev/null) \
+  $PY -m hsd_lightning report $(ls -d runs/results/$TASK/*_beam* 2>/dev/null) \
       --out docs/results/$TASK --examples 5 --predictions
   mkdir -p docs/results/$TASK/logs
   for f in runs/smollm2_${TASK}_*/version_*/fit_summary.json; do
     [[ -e $f ]] && cp "$f" docs/results/$TASK/logs/fit_summary_$(basename "$(dirname "$(dirname "$f")")").json
   done
   cp runs/logs/${TASK}_{fit,validate}_*.log docs/results/$TASK/logs/ 2>/dev/null || true
-  $PY -m hsd_lightning.evaluation.targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md  # every task
+  $PY -m hsd_lightning targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md  # every task
 fi
