@@ -81,6 +81,13 @@ class HSDCLI(LightningCLI):
         parser.add_argument("--compose", type=Optional[list[str]], default=None,
                             help="in a config file: the config files it is made of (relative to it), loaded first")
 
+    def setup_parser(self, add_subcommands, main_kwargs, subparser_kwargs):
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:  # the tools (sweep, export-adapter) load a config a fit run saved, which holds
+            # its subcommand's keys: accept them; the tools take their checkpoint as their own --ckpt_path
+            self.parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="ignored here")
+            self.parser.add_argument("--weights_only", type=Optional[bool], default=None, help="ignored here")
+
     def before_instantiate_classes(self):
         if self.subcommand == "fit":
             note = resolve_last(self.config["fit"])  # --ckpt_path last: the killed run, not the new empty one

@@ -6,7 +6,8 @@ from lightning.pytorch.callbacks import Callback
 from hsd_lightning.cli import CONFIG_DIR, cli_main
 from tests.test_cli_configs import _tiny_args
 
-CFG = CONFIG_DIR / "experiments" / "commongen" / "smollm2_commongen_skipaware_full_25k.yaml"  # full fine-tune under plans (tiny plans in tests)
+# CFG: a full fine-tune under plans (tiny plans in tests)
+CFG = CONFIG_DIR / "experiments" / "commongen" / "smollm2_commongen_skipaware_full_25k.yaml"
 STARTED_WITH: dict = {}  # the weights the last fit trained from (WeightsAtStart)
 
 

@@ -3,7 +3,6 @@ the README's worked example (examples/capitals, configs/smollm2_pairs.yaml) runs
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

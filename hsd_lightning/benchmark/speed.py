@@ -1,7 +1,7 @@
 """Wall-clock benchmark of the decoders, interleaved in one run, medians over repetitions.
 
-    python -m hsd_lightning bench --model smollm2-135m --out docs/bench_smollm2
-    python -m hsd_lightning bench --model gpt2-large-arch --max_cell_tokens 8000 --out docs/bench_gpt2_large
+    python -m hsd_lightning bench --model smollm2-135m --out docs/results/speed/smollm2
+    python -m hsd_lightning bench --model gpt2-large-arch --max_cell_tokens 8000 --out docs/results/speed/gpt2_large
 
 Cells = model x prompt (short ~48 tokens, E2E-like; long 900 tokens, CNN/DM-like) x batch x beams. Per cell:
 

@@ -13,5 +13,6 @@ from .decoders import (
 )
 from .families import FAMILIES, FamilySpec, model_parts
 
-__all__ = ["build_decoder", "build_paper_decoder", "decoder_slug", "Decoder", "DecodeOutput", "Vanilla", "SkipDecode", "HSD", "CALM", "DECODERS",
+__all__ = ["build_decoder", "build_paper_decoder", "decoder_slug",
+           "Decoder", "DecodeOutput", "Vanilla", "SkipDecode", "HSD", "CALM", "DECODERS",
            "FAMILIES", "FamilySpec", "model_parts"]

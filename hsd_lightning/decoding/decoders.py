@@ -5,9 +5,8 @@ only decide which layers run at each step (``runtime.py`` does the plumbing).
 """
 from __future__ import annotations
 
-import re
-
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,7 +210,7 @@ class SkipDecode(Decoder):
     def check_depth(self, num_layers):
         if self.e_max > num_layers:
             raise ValueError(f"e_max={self.e_max} exceeds the model's {num_layers} layers; "
-                             f"use e_max <= {num_layers} (see schedules.scale_exit)")
+                             f"use e_max <= {num_layers} (e_max counts layers of the model decoded)")
         if self.always_run and self.always_run[-1] > num_layers:
             raise ValueError(f"always_run={list(self.always_run)} names layer {self.always_run[-1]} but the model has "
                              f"{num_layers} layers; use indices 1..{num_layers}")

@@ -90,14 +90,20 @@ def input_line(rec: dict) -> str:
 
 
 def load_run(run: Path) -> list[dict]:
-    """The records of a sweep folder (``predictions.jsonl``) or of a report's predictions file."""
+    """The records of a sweep folder (``predictions.jsonl``), a predictions file, or one decoder of a committed run
+    (``docs/results/<task>/runs/<run>/predictions.jsonl.gz#<decoder>``)."""
+    from .runs import decoder_records
+
+    committed = decoder_records(run)
+    if committed is not None:
+        return committed
     run = Path(run)
     if run.is_file():
         return [json.loads(line) for line in run.read_text(encoding="utf-8").splitlines() if line.strip()]
     if (run / "predictions.jsonl").exists():
         return list(read_records(run).values())
     raise ValueError(f"{run} is neither a predictions file nor a sweep folder with predictions.jsonl; give "
-                     "runs/results/<task>/<run>/<decoder> or docs/results/<task>/predictions/<run>/<decoder>.jsonl")
+                     "runs/results/<task>/<run>/<decoder> or docs/results/<task>/runs/<run>/predictions.jsonl.gz#<decoder>")
 
 
 def by_unique_input(records: list[dict]) -> dict[str, dict]:

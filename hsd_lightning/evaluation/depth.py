@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from ..decoding import CALM, build_paper_decoder
+from ..decoding import CALM, build_decoder, build_paper_decoder
 
 # the issue's target rows in the paper's 36-layer units (scaled to the model's depth): HSD s=1/s=2 E_max 12,
 # SkipDecode (10, 24)
@@ -55,18 +55,28 @@ def depth_table(passes: list[int], decoders: list, num_layers: int, t_maxes: lis
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", help="a predictions.jsonl whose outputs give the lengths (e.g. vanilla's), from a "
-                   "run or from a report's docs/results/<task>/predictions/")
+                   "run, or a committed run's docs/results/<task>/runs/<run>/predictions.jsonl.gz#<decoder>")
     p.add_argument("--num_layers", type=int, required=True, help="model depth L (30 for SmolLM2-135M)")
     p.add_argument("--t_max", type=int, nargs="+", required=True, help="schedule horizons to compare")
     p.add_argument("--decoders", default=None,
-                   help="JSON list of [name, settings] in the paper's 36-layer units (default: the target rows)")
+                   help="JSON list of [name, settings], e_min/e_max in layers of this model (default: the paper's "
+                        "target rows, scaled from --paper_depth)")
+    p.add_argument("--paper_depth", type=int, default=36, help="depth the default rows' E were tuned for (36)")
     p.add_argument("--out", default=None, help="also write the table to this Markdown file")
     args = p.parse_args(argv)
-    records = [json.loads(line) for line in Path(args.predictions).read_text().splitlines() if line.strip()]
+    from .runs import decoder_records
+
+    records = decoder_records(args.predictions)
+    if records is None:
+        records = [json.loads(line) for line in Path(args.predictions).read_text().splitlines() if line.strip()]
     if not records:
         raise SystemExit(f"{args.predictions} holds no predictions; pass a predictions.jsonl of a finished run")
-    rows = json.loads(args.decoders) if args.decoders else TARGET_ROWS
-    decoders = [build_paper_decoder(name, kw, args.num_layers) for name, kw in rows]
+    if args.decoders:
+        decoders = [build_decoder(name, **kw) for name, kw in json.loads(args.decoders)]
+    else:
+        decoders = [build_paper_decoder(name, kw, args.num_layers, args.paper_depth) for name, kw in TARGET_ROWS]
+        print(f"depth: the paper's target rows, exit budgets scaled from {args.paper_depth} to {args.num_layers} "
+              "layers: " + ", ".join(d.describe() for d in decoders))
     for d in decoders:
         if isinstance(d, CALM):  # the one decoder without a static plan (as in the sweep's agreement pass)
             raise SystemExit(f"decoder {d.describe()!r} has no static plan (its depth depends on the model's "

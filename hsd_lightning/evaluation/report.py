@@ -8,7 +8,6 @@ import argparse
 import csv
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -90,31 +89,20 @@ def source_line(prompt: str) -> str:
     return lines[1] if len(lines) > 1 else lines[0]
 
 
-def predictions_folder(title: str) -> str:
-    """The folder (under a report's ``predictions/``) that holds a run group's copied predictions."""
-    return re.sub(r"[^A-Za-z0-9.=,+-]+", "_", title).strip("_")
+def save_runs(groups: dict[str, list[dict]], task_dir: Path) -> list[Path]:
+    """Each group (one set of weights, one decoding) as a committed run: ``<task_dir>/runs/<run>/summary.csv`` and
+    ``predictions.jsonl.gz`` (every decoder's output per input; ``evaluation/runs.py``), which ``pages`` reads."""
+    from .runs import run_name, write_run
 
-
-def copy_predictions(groups: dict[str, list[dict]], folder: Path) -> None:
-    """Compact copies of every run's predictions (id, input, prediction, layers per token) beside the report."""
-    for title, rows in groups.items():
-        sub = folder / predictions_folder(title)
-        sub.mkdir(parents=True, exist_ok=True)
+    written = []
+    for rows in groups.values():
+        records = {}
         for r in rows:
             src = Path(r["run"]) / "predictions.jsonl"
-            if not src.exists():
-                continue
-            with (sub / f"{r['decoder']}.jsonl").open("w", encoding="utf-8") as f:
-                for line in src.read_text(encoding="utf-8").splitlines():
-                    rec = json.loads(line)
-                    passes = rec.get("layers_per_token", [])
-                    lpt = passes[1:]
-                    # passes: forward passes of this output (prompt pass included); evaluation/depth.py reads it
-                    f.write(json.dumps({"id": rec["id"], "input": source_line(rec["prompt"]),
-                                        "prediction": rec["prediction"],
-                                        "avg_layers": round(sum(lpt) / len(lpt), 2) if lpt else None,
-                                        "passes": len(passes)},
-                                       ensure_ascii=False) + "\n")
+            if src.exists():
+                records[r["decoder"]] = [json.loads(x) for x in src.read_text(encoding="utf-8").splitlines() if x.strip()]
+        written.append(write_run(Path(task_dir) / "runs" / run_name(rows[0]), rows, records))
+    return written
 
 
 def examples_text(groups: dict[str, list[dict]], n: int) -> str:
@@ -228,8 +216,9 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
     p.add_argument("--examples", type=int, default=0, help="also print the first N inputs with every decoder's output")
     p.add_argument("--no_paper", action="store_true", help="leave out the paper's GPT-2 rows")
-    p.add_argument("--predictions", action="store_true",
-                   help="also copy every run's outputs (id, input, prediction) to <out>/predictions/, to keep with the tables")
+    p.add_argument("--save_runs", default=None, metavar="TASK_DIR",
+                   help="also write each group as a committed run summary under TASK_DIR/runs/<run>/ (summary.csv, "
+                        "predictions.jsonl.gz), e.g. docs/results/e2e; then `python -m hsd_lightning pages`")
     args = p.parse_args(argv)
     runs = load_runs(args.folders)
     if not runs:
@@ -254,8 +243,9 @@ def main(argv=None):
                           f"{format_table(paper)}\n")
     if args.examples:
         md.append(examples_text(groups, args.examples))
-    if args.predictions:
-        copy_predictions(groups, out / "predictions")
+    if args.save_runs:
+        for folder in save_runs(groups, Path(args.save_runs)):
+            print(f"wrote run summary {folder}")
     (out / "report.md").write_text("\n".join(md))
     plot(groups, out / "pareto.png")
     for dataset in dict.fromkeys(r.get("dataset") for r in runs):

@@ -1,6 +1,6 @@
 """The skip-aware fine-tuning targets, checked on every table the reports hold (one Markdown file).
 
-    python -m hsd_lightning targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md
+    python -m hsd_lightning targets docs/results/*/runs/* --out docs/results/targets.md
 
 Three checks, each per group of rows decoded from one set of weights at one beam width (as the reports group them):
 * quality kept at depth: HSD s=1 (E_max 10 of 30 layers) keeps >= 95 % of its own vanilla R-L *and* BERTScore at
@@ -13,13 +13,12 @@ Three checks, each per group of rows decoded from one set of weights at one beam
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import re
 from pathlib import Path
 
 from .bootstrap import by_unique_input, input_line
-from .report import group_title, predictions_folder
+from .report import group_title
+from .runs import PREDICTIONS, decoder_records, read_summary
 
 # (decoder, share of vanilla R-L and BERTScore to keep, most average layers as a share of L)
 DEPTH_TARGETS = [("hsd(s=1,min=0,max=10)", 95.0, 0.62), ("hsd(s=2,min=0,max=10)", 90.0, 0.50)]
@@ -31,15 +30,11 @@ def _num(x: str) -> float | None:
 
 
 def load_groups(paths: list[str]) -> dict[str, list[dict]]:
+    """Rows of committed runs (``docs/results/<task>/runs/<run>`` folders or their ``summary.csv``), by group."""
     groups: dict[str, list[dict]] = {}
     for path in paths:
-        with open(path, newline="") as f:
-            for r in csv.DictReader(f):
-                r["num_beams"] = int(float(r["num_beams"])) if r.get("num_beams") else None
-                r["report_dir"] = str(Path(path).parent)
-                for k in ("avg_layer", "rougeL", "pct_rougeL", "bertscore", "pct_bertscore"):
-                    r[k] = _num(r.get(k, ""))
-                groups.setdefault(group_title(r), []).append(r)
+        for r in read_summary(Path(path)):
+            groups.setdefault(group_title(r), []).append(r)
     return groups
 
 
@@ -111,10 +106,10 @@ def _inputs(row: dict, title: str) -> list[dict] | None:
     """The records of a group's vanilla row, from the predictions its report copied (None if not there). Two
     configs may draw different test subsets of one split (``shuffle_subset``): their means are not comparable; the
     inputs they share are counted as the bootstrap pairs them (by input line, lines repeated in a run left out)."""
-    path = Path(row["report_dir"]) / "predictions" / predictions_folder(title) / "vanilla.jsonl"
+    path = Path(row["run_dir"]) / PREDICTIONS
     if not path.is_file():
         return None
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return decoder_records(f"{path}#vanilla")
 
 
 def _verdict(cost: dict) -> str:
@@ -156,12 +151,12 @@ def markdown(groups: dict[str, list[dict]]) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("reports", nargs="+", help="report.csv files written by hsd_lightning.evaluation.report")
+    p.add_argument("reports", nargs="+", help="committed run folders (docs/results/<task>/runs/<run>) or their summary.csv")
     p.add_argument("--out", default=None, help="write the Markdown here (default: print only)")
     args = p.parse_args(argv)
-    missing = [r for r in args.reports if not Path(r).is_file()]
+    missing = [r for r in args.reports if not (Path(r) / "summary.csv").is_file() and not Path(r).is_file()]
     if missing:
-        raise SystemExit(f"no such report: {missing[0]}; run python -m hsd_lightning report first")
+        raise SystemExit(f"no run summary at {missing[0]}; write one with python -m hsd_lightning report --save_runs")
     text = markdown(load_groups(args.reports))
     if args.out:
         Path(args.out).write_text(text)

@@ -14,9 +14,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
+from ..families import family
 from ..training.resume import rng_state, set_rng_state, start_next_epoch_fresh
 from ..training.shared_prompt import shared_prompt_losses
-from ..families import family
 from .loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)

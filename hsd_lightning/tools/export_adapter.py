@@ -20,7 +20,7 @@ from ..models.adapters import export, model_card, read_record, resolve_adapter
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m hsd_lightning export-adapter", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", action="append", help="the fit config(s) of the run")
     p.add_argument("--ckpt_path")
     p.add_argument("--out")

@@ -3,7 +3,8 @@
 The CPU configs use ``bf16-mixed`` because it trains 1.4-1.5x faster on CPUs with native bfloat16 (AVX-512-BF16 or
 AMX). On a CPU without it the same matmuls fall back to a slow path: measured on a 2-core AVX2 AMD EPYC, a 2048x2048
 matmul took 0.40 s in float32 and 64 s in bfloat16 (160x), and ``fit`` of
-configs/experiments/commongen/smollm2_commongen_skipaware_full_25k.yaml printed no step line in 8 minutes where float32 ran 18 s/step.
+configs/experiments/commongen/smollm2_commongen_skipaware_full_25k.yaml
+printed no step line in 8 minutes where float32 ran 18 s/step.
 Neither Lightning nor torch says so; this check times one small matmul both ways (well under a second) and warns,
 with the fix, when bfloat16 is many times slower. It warns instead of failing: the run is still correct, only slow,
 and a user may want bfloat16 numerics on purpose.

@@ -124,19 +124,18 @@ if [[ $STEP == sweep_decay ]]; then
 fi
 if [[ $STEP == report_decay ]]; then  # its own report (the other runs' folders need not be on this machine)
   $PY -m hsd_lightning report runs/results/e2e/skipaware_${DECAY_TAG}_beam4 \
-      --out docs/results/e2e/lora_$DECAY_TAG --examples 5 --predictions
-  mkdir -p docs/results/e2e/lora_$DECAY_TAG/logs
-  cp runs/logs/fit_$DECAY_TAG.log "$(dirname "$(dirname "$(last_of $DECAY_NAME)")")/fit_summary.json" \
-      docs/results/e2e/lora_$DECAY_TAG/logs/
-  $PY -m hsd_lightning targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md
+      --out runs/results/e2e/report_$DECAY_TAG --examples 5 --save_runs docs/results/e2e
+  cp runs/logs/fit_$DECAY_TAG.log docs/results/e2e/logs/
+  cp "$(dirname "$(dirname "$(last_of $DECAY_NAME)")")/fit_summary.json" docs/results/e2e/logs/fit_summary_$DECAY_TAG.json
+  $PY -m hsd_lightning targets docs/results/*/runs/* --out docs/results/targets.md && $PY -m hsd_lightning pages
 fi
 # the standard fine-tune continued under the plans with self-distillation: bash scripts/experiments/task_smollm2.sh e2e
 # with SKIP_FROM=ft SKIP_STEPS=400 (fit_skip, export_skip, sweep_skip)
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning report runs/results/e2e/skipaware_beam4 runs/results/e2e/zeroshot_beam4 \
       $(ls -d runs/results/e2e/{lora,skipaware_more,ft_skipaware_distill,skipaware_1000,skipaware_t40}_beam4 runs/results/e2e/skipaware_full_*00_beam4 2>/dev/null) \
-      --out docs/results/e2e --examples 5 --predictions
-  $PY -m hsd_lightning targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md  # every task
+      --out runs/results/e2e/report --examples 5 --save_runs docs/results/e2e
+  $PY -m hsd_lightning targets docs/results/*/runs/* --out docs/results/targets.md && $PY -m hsd_lightning pages  # every task
 fi
 # t_max 40 instead of 64: E2E outputs (median 29 tokens, max 44) end long before 64, so eq. 4 keeps its deep early
 # budget and HSD s=1 E_max 10 cannot go below 0.637 L (docs/results/e2e/depth_vs_tmax.md); at t_max 40 the same plan

@@ -130,11 +130,11 @@ if [[ $STEP == sweep_skip || $STEP == all ]]; then
 fi
 if [[ $STEP == report || $STEP == all ]]; then
   $PY -m hsd_lightning report $(ls -d runs/results/$TASK/*_beam* 2>/dev/null) \
-      --out docs/results/$TASK --examples 5 --predictions
+      --out runs/results/$TASK/report --examples 5 --save_runs docs/results/$TASK
   mkdir -p docs/results/$TASK/logs
   for f in runs/smollm2_${TASK}_*/version_*/fit_summary.json; do
     [[ -e $f ]] && cp "$f" docs/results/$TASK/logs/fit_summary_$(basename "$(dirname "$(dirname "$f")")").json
   done
   cp runs/logs/${TASK}_{fit,validate}_*.log docs/results/$TASK/logs/ 2>/dev/null || true
-  $PY -m hsd_lightning targets docs/results/*/report.csv docs/results/*/*/report.csv --out docs/results/targets.md  # every task
+  $PY -m hsd_lightning targets docs/results/*/runs/* --out docs/results/targets.md && $PY -m hsd_lightning pages  # every task
 fi
