@@ -19,7 +19,7 @@ from .models.module import CausalLMModule
 from .training.precision import cpu_bf16_warning
 from .training.resume import resolve_last
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = (Path(__file__).resolve().parent / "configs").resolve()  # the checkout's configs/ (linked), or the wheel's copy
 BASE_PRESET = CONFIG_DIR / "presets" / "base.yaml"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 SUBCOMMANDS = ("fit", "validate", "test", "predict")

@@ -3,9 +3,9 @@ import dataclasses
 
 import torch
 
+from hsd_lightning import families
 from hsd_lightning.benchmark.flops import step_flops
 from hsd_lightning.decoding import Vanilla, build_decoder, model_parts
-from hsd_lightning.models import families
 from hsd_lightning.models.loading import known_names, load_model
 from hsd_lightning.models.module import CausalLMModule
 

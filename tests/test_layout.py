@@ -116,3 +116,21 @@ def test_top_level_configs_are_the_paper_grid_the_task_configs_and_the_default()
     expected = {"default", "smollm2_pairs"} | {f"{m}_{t}" for m in ("gpt2", "phi2", "smollm2") for t in tasks} \
         | {f"smollm2_{t}_{k}" for t in tasks for k in ("lora", "skipaware")}
     assert names == expected, names ^ expected
+
+
+def test_wheel_is_lean_and_self_contained(tmp_path):
+    """The wheel ships the main job's adapter only (<= 30 MB in all), the configs the CLI loads (default, presets),
+    and the console command."""
+    import zipfile
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                          str(PACKAGE.parent), "-w", str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1500:]
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.stat().st_size <= 30 * 2**20
+    names = zipfile.ZipFile(wheel).namelist()
+    adapters = {n.split("/")[2] for n in names if n.startswith("hsd_lightning/adapters/")}
+    assert adapters == {"smollm2-e2e-skipaware-3200"}
+    assert {"hsd_lightning/configs/default.yaml", "hsd_lightning/configs/presets/base.yaml"} <= set(names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "hsd-lightning = hsd_lightning.__main__:main" in zipfile.ZipFile(wheel).read(entry).decode()

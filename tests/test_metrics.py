@@ -1,5 +1,7 @@
 """Our torchmetrics-based scores agree with rouge-score and sacrebleu; bad runs are handled; report works."""
 import json
+import math
+from pathlib import Path
 
 import pytest
 
@@ -61,11 +63,19 @@ def test_bertscore_offline_best_reference_and_empty_prediction():
     assert one.compute()["bertscore"] == pytest.approx(100, abs=0.01)  # identical to one of its references
 
 
-def test_empty_references_are_skipped():
+def test_inputs_without_references_are_counted_not_scored():
     s = GenerationScores(bertscore=False)
     s.update([dict(_records()[0], references=["", " "])])
+    scored_alone = GenerationScores(bertscore=False)
+    scored_alone.update(_records()[:1])
     s.update(_records()[:1])
-    assert s.compute()["examples"] == 1
+    out, alone = s.compute(), scored_alone.compute()
+    assert out["examples"] == 2 and out["scored_examples"] == 1
+    assert out["rougeL"] == alone["rougeL"] and out["bleu1"] == alone["bleu1"]  # quality over the referenced one
+    nothing = GenerationScores(bertscore=False)
+    nothing.update([dict(_records()[0], references=[])])
+    got = nothing.compute()
+    assert got["examples"] == 1 and got["scored_examples"] == 0 and math.isnan(got["rougeL"])
 
 
 def test_report_groups_datasets_and_names_missing_metrics(tmp_path, capsys):
@@ -110,7 +120,7 @@ def test_report_keeps_weights_and_beams_apart_with_percent_of_vanilla(tmp_path, 
     assert "the paper's GPT-2 large" in md and "| hsd(s=1,min=0,max=12) | 21.38 |" in md  # paper Table 4 row
 
 
-def test_report_copies_predictions_beside_the_tables(tmp_path):
+def test_report_saves_one_committed_run_per_group(tmp_path):
     run = tmp_path / "runs" / "hsd"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(json.dumps({"dataset": "e2e", "model": "m", "decoder": "hsd(s=1)",
@@ -118,14 +128,22 @@ def test_report_copies_predictions_beside_the_tables(tmp_path):
     rec = {"id": "e2e-test-0", "prompt": "Describe it.\nAttributes: name[X]\nDescription:", "prediction": "X is.",
            "references": ["X."], "layers_per_token": [6, 2, 4]}
     (run / "predictions.jsonl").write_text(json.dumps(rec) + "\n")
-    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--predictions", "--no_paper"])
-    copied = list((tmp_path / "rep" / "predictions").rglob("hsd(s=1).jsonl"))
-    assert len(copied) == 1 and copied[0].parent.name == "e2e_m_zero-shot_beam_4"
-    assert json.loads(copied[0].read_text()) == {"id": "e2e-test-0", "input": "Attributes: name[X]",
-                                                 "prediction": "X is.", "avg_layers": 3.0, "passes": 3}
-    # the depth tool reads the copy as it reads the run's own file
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--save_runs", str(tmp_path / "e2e"),
+                 "--no_paper"])
+    saved = tmp_path / "e2e" / "runs" / "zero-shot_beam4"  # a plain name: the weights and the decoding
+    from hsd_lightning.evaluation.runs import decoder_records, read_predictions, read_summary
+
+    assert [r["decoder"] for r in read_summary(saved)] == ["hsd(s=1)"]
+    assert read_predictions(saved / "predictions.jsonl.gz") == [
+        {"id": "e2e-test-0", "input": "Attributes: name[X]",
+         "outputs": {"hsd(s=1)": {"prediction": "X is.", "avg_layers": 3.0, "passes": 3}}}]
+    spec = f"{saved / 'predictions.jsonl.gz'}#hsd(s=1)"
+    assert decoder_records(spec)[0]["prediction"] == "X is."
+    with pytest.raises(ValueError, match=r"holds no decoder 'vanilla'; it holds \['hsd\(s=1\)'\]"):
+        decoder_records(f"{saved / 'predictions.jsonl.gz'}#vanilla")
+    # the depth tool reads a committed run's decoder as it reads a run's own file
     from hsd_lightning.evaluation.depth import main as depth_main
-    depth_main([str(copied[0]), "--num_layers", "6", "--t_max", "2", "--out", str(tmp_path / "d.md"),
+    depth_main([spec, "--num_layers", "6", "--t_max", "2", "--out", str(tmp_path / "d.md"),
                 "--decoders", '[["vanilla", {}]]'])
     assert "| 2 | 6.00 (1.000 L) |" in (tmp_path / "d.md").read_text()
 
@@ -204,9 +222,12 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
         (d / "metrics.json").write_text(json.dumps({
             "dataset": "e2e", "model": "m", "decoder": name, "decoder_name": name.split("(")[0], "training": kind,
             "checkpoint": ckpt[kind], "num_beams": 4, "avg_layer": avg, "rougeL": rl, "bertscore": bs}))
-    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--no_paper"])
-    groups = load_groups([str(tmp_path / "rep" / "report.csv")])
-    targets_main([str(tmp_path / "rep" / "report.csv"), "--out", str(tmp_path / "targets.md")])
+    report_main([str(tmp_path / "runs"), "--out", str(tmp_path / "rep"), "--no_paper", "--save_runs",
+                 str(tmp_path / "e2e")])
+    saved = sorted(str(p) for p in (tmp_path / "e2e" / "runs").iterdir())
+    assert [Path(p).name for p in saved] == ["ft_beam4", "sa_beam4"]
+    groups = load_groups(saved)
+    targets_main([*saved, "--out", str(tmp_path / "targets.md")])
     md = (tmp_path / "targets.md").read_text()
     sa = "e2e / m / skip-aware FT (sa/last.ckpt) / beam 4"
     assert f"| {sa} | hsd(s=1,min=0,max=10) | >= 95 % at <= 0.62 L | 0.60 | 96.0 | 97.0 | **met** |" in md
@@ -224,17 +245,14 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     assert cost["ft_group"] == "FT (ft/last.ckpt)"  # which standard fine-tune the cost is measured against
     assert "| FT (ft/last.ckpt) | 50.00 | 49.00 | 2.0 | **met** |" in md
     # runs decoded on different test subsets (configs drawing them differently): their means are not compared
-    from hsd_lightning.evaluation.report import predictions_folder
-    ft = "e2e / m / FT (ft/last.ckpt) / beam 4"
-    for title, inputs in ((sa, ["a", "b", "c"]), (ft, ["a", "b", "d"])):
-        folder = tmp_path / "rep" / "predictions" / predictions_folder(title)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "vanilla.jsonl").write_text("".join(json.dumps({"id": f"e2e-test-{i}", "input": x,
-                                                                   "prediction": "p"}) + "\n"
-                                                       for i, x in enumerate(inputs)))
-    [cost] = vanilla_cost(load_groups([str(tmp_path / "rep" / "report.csv")]))
+    import gzip
+    for run, inputs in (("sa_beam4", ["a", "b", "c"]), ("ft_beam4", ["a", "b", "d"])):
+        with gzip.open(tmp_path / "e2e" / "runs" / run / "predictions.jsonl.gz", "wt") as f:
+            f.write("".join(json.dumps({"id": f"e2e-test-{i}", "input": x, "outputs": {"vanilla": {"prediction": "p"}}})
+                            + "\n" for i, x in enumerate(inputs)))
+    [cost] = vanilla_cost(load_groups(saved))
     assert cost["met"] is None and cost["shared_inputs"] == "2 of 3"
-    targets_main([str(tmp_path / "rep" / "report.csv"), "--out", str(tmp_path / "targets.md")])
+    targets_main([*saved, "--out", str(tmp_path / "targets.md")])
     assert "| 2.0 | not comparable: other test inputs (2 of 3 shared;" in (tmp_path / "targets.md").read_text()
-    with pytest.raises(SystemExit, match="no such report: nope.csv"):
-        targets_main(["nope.csv"])
+    with pytest.raises(SystemExit, match="no run summary at nope"):
+        targets_main(["nope"])

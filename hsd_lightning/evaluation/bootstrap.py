@@ -35,7 +35,7 @@ from torchmetrics.functional.text import rouge_score
 
 from ..library_noise import quiet_libraries
 from .metrics import best_bertscore, default_bertscore_model
-from .report import source_line
+from .runs import source_line
 from .writer import read_records
 
 METRICS = {"rougeL": "R-L", "bertscore": "BERTScore"}

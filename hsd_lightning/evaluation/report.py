@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .metrics import format_table
+from .runs import source_line  # noqa: F401  (the reports' input line; re-exported)
 
 FAMILY_ORDER = {"vanilla": 0, "calm": 1, "skipdecode": 2, "hsd": 3}
 MARKERS = {"vanilla": "*", "calm": "s", "skipdecode": "^", "hsd": "o"}
@@ -78,15 +79,6 @@ def paper_rows(dataset: str | None, model: str = "GPT-2") -> list[dict]:
     rows = [dict(r) for r in tables.get(dataset or "", {}).get(model, [])]
     relative_to_vanilla(rows)
     return rows
-
-
-def source_line(prompt: str) -> str:
-    """The line of a prompt that holds the input: the second line of a template with an instruction line, the only
-    line of a one-line template; a short closing answer cue ("Sentence:", "Summary:") is never it."""
-    lines = [line for line in prompt.strip().splitlines() if line.strip()]
-    if len(lines) > 1 and lines[-1].rstrip().endswith(":") and len(lines[-1]) <= 20:
-        lines = lines[:-1]  # the answer cue ("Sentence:", "Summary:")
-    return lines[1] if len(lines) > 1 else lines[0]
 
 
 def save_runs(groups: dict[str, list[dict]], task_dir: Path) -> list[Path]:

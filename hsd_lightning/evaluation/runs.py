@@ -40,9 +40,17 @@ def run_name(row: dict) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{decoding}")
 
 
+def source_line(prompt: str) -> str:
+    """The line of a prompt that holds the input: the second line of a template with an instruction line, the only
+    line of a one-line template; a short closing answer cue ("Sentence:", "Summary:") is never it."""
+    lines = [line for line in prompt.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[-1].rstrip().endswith(":") and len(lines[-1]) <= 20:
+        lines = lines[:-1]  # the answer cue ("Sentence:", "Summary:")
+    return lines[1] if len(lines) > 1 else lines[0]
+
+
 def write_run(folder: Path, rows: list[dict], records_by_decoder: dict[str, list[dict]]) -> Path:
     """Write one run's ``summary.csv`` and ``predictions.jsonl.gz`` (records as ``predict`` writes them)."""
-    from .report import source_line
     from .writer import natural_key
 
     folder.mkdir(parents=True, exist_ok=True)
