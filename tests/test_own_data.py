@@ -64,6 +64,13 @@ def test_worked_example_fit_predict_report(tmp_path):
     cli_main(["fit", *common, "--model.train_plans", TINY_PLANS, "--trainer.max_epochs", "1",
               "--data.init_args.prompt_template", "Q: {source}\nA:"])
     run = tmp_path / "smollm2_pairs" / "version_0"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss_step", "lr-AdamW", "val/loss"} <= set(scalars), scalars  # per step after a 3-step fit
+    assert len(events.Scalars("train/loss_step")) == 3
     saved = (run / "config.yaml").read_text()
     assert "compose:" not in saved.replace("compose: null", "")  # reloadable from any folder
     ckpt = run / "checkpoints" / "last.ckpt"

@@ -115,7 +115,7 @@ def _inputs(row: dict, title: str) -> list[dict] | None:
 def _verdict(cost: dict) -> str:
     if cost["met"] is None:
         return (f"not comparable: other test inputs ({cost['shared_inputs']} shared; "
-                "`evaluation.bootstrap --shared` compares on those)")
+                "`hsd-lightning bootstrap --shared` compares on those)")
     return "**met**" if cost["met"] else "not met"
 
 
