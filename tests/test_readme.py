@@ -132,3 +132,15 @@ def test_python_snippet_decodes():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "Blue Spice" in out.stdout
+
+
+@pytest.mark.slow
+def test_main_job_prints_the_readme_quality_columns():
+    """`bash scripts/run_default.sh` (about a minute) prints the README's table: same decoders, depth and quality
+    (the tokens/s and speed-up columns differ by machine and run)."""
+    block = README.split("<!-- main-job output: bash scripts/run_default.sh -->\n```\n")[1].split("```")[0]
+    out = subprocess.run(["bash", "scripts/run_default.sh"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-1500:]
+    quality = lambda text: [line.split("|")[1:11] for line in text.splitlines() if line.startswith("| ") and  # noqa: E731
+                            not line.startswith("| Decoder")]
+    assert quality(out.stdout)[:3] == quality(block)
