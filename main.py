@@ -1,5 +1,5 @@
 """hsd-lightning: fine-tune causal LMs and decode them with layer-skipping decoders. See README.md."""
-from hsd_lightning.cli import cli_main
+from hsd_lightning.cli import run_cli
 
 if __name__ == "__main__":
-    cli_main()
+    run_cli()

@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     name = argv[0]
     if name in SUBCOMMANDS or name.startswith("-"):  # LightningCLI (also `hsd-lightning --print_config ...`)
-        from .cli import cli_main
+        from .cli import run_cli
 
         sys.argv = [sys.argv[0]] + argv  # the DDP launcher restarts the other ranks from sys.argv
-        cli_main(argv)
+        run_cli(argv)
         return
     if name not in TOOLS:
         raise SystemExit(f"hsd-lightning: unknown command {name!r}; use one of {', '.join(SUBCOMMANDS + tuple(TOOLS))}"

@@ -16,6 +16,7 @@ from .data import TextGenDataModule
 from .decoding import DECODERS, Decoder, build_decoder, decoder_slug
 from .library_noise import drop_library_noise
 from .models.module import CausalLMModule
+from .training.checkpoint import read_checkpoint
 from .training.precision import cpu_bf16_warning
 from .training.resume import resolve_last
 
@@ -72,6 +73,40 @@ def name_run_folder(trainer, model, subcommand: str, ckpt_path: str | None) -> N
     os.environ["HSD_RUN_VERSION"] = f"{root}{os.pathsep}{version}"
 
 
+# --ckpt_path and the model's settings (documented in docs/guide.md, "Settings given with --ckpt_path"):
+DECODE_KEYS = ("decoder", "num_beams", "max_new_tokens", "t_max", "generation_kwargs")  # always as given
+WEIGHT_KEYS = ("model_name_or_path", "finetune", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "dtype",
+               "adapter")  # define the weights a checkpoint holds: must match it
+OPTIMIZER_KEYS = ("learning_rate", "weight_decay")  # live in the optimizer state a resumed fit restores: must match
+# every other setting (the plans, warm-up, decay, seeds ...) is computed anew each step: as given for fit, and the
+# checkpoint's for validate/test/predict (they do not read them)
+
+
+def checkpoint_settings(subcommand: str, given: dict, saved: dict) -> dict:
+    """The model settings to take from a checkpoint's ``hyper_parameters`` over the parsed ones. A setting given
+    (differing from its default) that differs from the saved one is refused when the checkpoint fixes it."""
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(CausalLMModule.__init__).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    fixed = WEIGHT_KEYS + (OPTIMIZER_KEYS if subcommand == "fit" else ())
+    take = {}
+    for key, value in saved.items():
+        if key not in given or key in DECODE_KEYS or given[key] == value:
+            continue
+        typed = any(a == f"--model.{key}" or a.startswith(f"--model.{key}=") for a in sys.argv[1:])
+        is_given = typed or given[key] != defaults.get(key, given[key])
+        if is_given and key in fixed:
+            why = ("a resumed fit restores its optimizer state" if key in OPTIMIZER_KEYS else
+                   "it defines the weights the checkpoint holds")
+            fix = ("drop the flag, or start a new run from these weights with --model.init_weights <ckpt>"
+                   if key in OPTIMIZER_KEYS else "drop the flag, or give a checkpoint trained with it")
+            raise ValueError(f"--model.{key}={given[key]!r} differs from the checkpoint's {value!r}: {why}; {fix}")
+        if not is_given or subcommand != "fit":
+            take[key] = value
+    return take
+
+
 class HSDCLI(LightningCLI):
     def add_arguments_to_parser(self, parser):
         # --decoder NAME (+ --decoder.ARG) for predict/test; it wins over the decoder saved in a checkpoint
@@ -88,11 +123,24 @@ class HSDCLI(LightningCLI):
             self.parser.add_argument("--ckpt_path", type=Optional[str], default=None, help="ignored here")
             self.parser.add_argument("--weights_only", type=Optional[bool], default=None, help="ignored here")
 
-    def before_instantiate_classes(self):
-        if self.subcommand == "fit":
-            note = resolve_last(self.config["fit"])  # --ckpt_path last: the killed run, not the new empty one
-            if note:
-                rank_zero_info(note)
+    def _parse_ckpt_path(self):
+        """Lightning's version lays every hyper-parameter saved in the checkpoint over the parsed config, so flags
+        given with ``--ckpt_path`` were silently dropped. Here: ``--ckpt_path last`` is resolved first (the newest
+        readable checkpoint of the run), then each model setting follows ``checkpoint_settings``."""
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        note = resolve_last(self.config[sub], sub)  # --ckpt_path last: the killed run, not the new empty one
+        if note:
+            rank_zero_info(note)
+        path = self.config[sub].get("ckpt_path")
+        if not path:
+            return
+        saved = read_checkpoint(path).get("hyper_parameters") or {}
+        model = self.config[sub]["model"]
+        for key, value in checkpoint_settings(sub, dict(model), saved).items():
+            model[key] = value
+
 
     def instantiate_classes(self):
         super().instantiate_classes()
@@ -108,16 +156,24 @@ class HSDCLI(LightningCLI):
 
 
 def _rewrite_decoder_names(args: list[str]) -> list[str]:
-    """Let users write ``--decoder hsd``: map short names to the class paths jsonargparse expects."""
+    """Let users write ``--decoder hsd``: map short names to the class paths jsonargparse expects; a name that is
+    neither a decoder nor a dotted class path is refused with the valid names."""
     out = list(args)
     for i, a in enumerate(out):
         for flag in ("--decoder", "--model.decoder"):
-            if a == flag and i + 1 < len(out) and out[i + 1].lower() in DECODERS:
-                cls = DECODERS[out[i + 1].lower()]
-                out[i + 1] = f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
-            elif a.startswith(flag + "=") and a.split("=", 1)[1].lower() in DECODERS:
-                cls = DECODERS[a.split("=", 1)[1].lower()]
-                out[i] = f"{flag}={cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
+            value = out[i + 1] if a == flag and i + 1 < len(out) else a.split("=", 1)[1] if a.startswith(flag + "=") \
+                else None
+            if value is None:
+                continue
+            if value.lower() in DECODERS:
+                cls = DECODERS[value.lower()]
+                path = f"{cls.__module__.rsplit('.', 1)[0]}.{cls.__name__}"
+                if a == flag:
+                    out[i + 1] = path
+                else:
+                    out[i] = f"{flag}={path}"
+            elif "." not in value and not value.startswith(("{", "-")) and value.lower() not in ("null", "none"):
+                raise ValueError(f"{flag} {value!r} is not a decoder; choose one of {', '.join(DECODERS)}")
     return out
 
 
@@ -144,8 +200,11 @@ def _composition(path: Path, seen: tuple = ()) -> list[Path]:
         raise ValueError(f"config {path} composes itself (through {[str(p) for p in seen]}); remove the cycle")
     try:
         data = yaml.safe_load(path.read_text()) if path.is_file() else None
-    except yaml.YAMLError:
-        return [path]  # jsonargparse reports the syntax error with its own message
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"config {path} is not valid YAML{where}: {getattr(err, 'problem', None) or err}; fix the "
+                         "file") from None
     parts = data.get("compose") if isinstance(data, dict) else None
     out: list[Path] = []
     for part in parts or []:
@@ -174,7 +233,16 @@ def _expand_compose(args: list[str]) -> list[str]:
     return out
 
 
-def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
+def _parser_kwargs(run: bool, one_line_errors: bool) -> dict:
+    base = {"default_config_files": [str(BASE_PRESET)]}
+    if one_line_errors:  # raise instead of printing the usage block: run_cli prints the one line
+        base["exit_on_error"] = False
+    if not run:
+        return base
+    return {**({"exit_on_error": False} if one_line_errors else {}), **{sub: dict(base) for sub in SUBCOMMANDS}}
+
+
+def cli_main(args: list[str] | None = None, run: bool = True, one_line_errors: bool = False) -> HSDCLI:
     drop_library_noise()
     args = list(sys.argv[1:] if args is None else args)
     args = _expand_compose(_quote_templates(_rewrite_decoder_names(args)))
@@ -190,8 +258,42 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> HSDCLI:
     try:
         return HSDCLI(CausalLMModule, TextGenDataModule, subclass_mode_data=True, run=run,
                       parser_class=HSDArgumentParser,
-                      parser_kwargs=({sub: {"default_config_files": [str(BASE_PRESET)]} for sub in SUBCOMMANDS}
-                                     if run else {"default_config_files": [str(BASE_PRESET)]}),
+                      parser_kwargs=_parser_kwargs(run, one_line_errors),
                       save_config_kwargs={"overwrite": True}, seed_everything_default=42)
     finally:
         sys.argv = argv
+
+
+# what a user can cause and fix: printed as one line (exit 2) by the commands; HSD_DEBUG=1 shows the traceback
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, MemoryError)
+
+
+def one_line(err: BaseException) -> str:
+    """The message a user needs: jsonargparse wraps a class's own error in "Does not validate against any of the
+    Union subtypes ..."; the class's line is the one that says what is wrong."""
+    text = str(err).strip()
+    if "Does not validate against any of the Union subtypes" in text or "Problem with given class_path" in text:
+        lines = [x.strip()[2:].strip() for x in text.splitlines() if x.strip().startswith("- ")]
+        mine = [x for x in lines if not x.startswith(("Expected a", "Problem with given class_path", "Parser key"))]
+        if mine:
+            return mine[0]
+    return " ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+
+def run_cli(argv: list[str] | None = None) -> None:
+    """The command-line entry (``main.py``, ``hsd-lightning``): an expected user error prints one line and exits 2."""
+    from jsonargparse import ArgumentError
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        cli_main(argv, one_line_errors=True)
+    except SIGTERMException as err:  # Lightning's SystemExit(0): a killed run must not look finished
+        saved = getattr(err, "saved_checkpoint", None)
+        sys.stderr.write(f"stopped by SIGTERM at step {getattr(err, 'global_step', '?')}"
+                         + (f"; saved {saved}: resume with --ckpt_path last\n" if saved else "\n"))
+        raise SystemExit(143) from None
+    except (*USER_ERRORS, ArgumentError) as err:
+        if os.environ.get("HSD_DEBUG") == "1":
+            raise
+        sys.stderr.write(f"error: {one_line(err)}\n")
+        raise SystemExit(2) from None

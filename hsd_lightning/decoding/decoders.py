@@ -182,7 +182,8 @@ def _check_exits(e_min: int, e_max: int) -> None:
     if not (isinstance(e_min, int) and isinstance(e_max, int)) or e_min < 0:
         raise ValueError(f"e_min={e_min!r}, e_max={e_max!r}: exit budgets must be integers >= 0")
     if e_min > e_max:
-        raise ValueError(f"e_min={e_min} > e_max={e_max}: SkipDecode needs e_min <= e_max (swap them)")
+        raise ValueError(f"e_min={e_min} > e_max={e_max}: the exit budget falls from e_max to e_min, so e_min <= e_max "
+                         "(swap them)")
 
 
 def _check_always(always_run) -> tuple[int, ...]:
@@ -241,8 +242,9 @@ class HSD(SkipDecode):
 
     def __init__(self, s: int = 1, e_min: int = 0, e_max: int = 12, always_run: list[int] | None = None):
         super().__init__(e_min, e_max, always_run)
-        if not isinstance(s, int) or s < 0:
-            raise ValueError(f"s={s!r}: the hierarchical stride must be an integer >= 0 (s=1 runs every 2nd layer)")
+        if not isinstance(s, int) or isinstance(s, bool) or s < 1:
+            why = "s=0 runs every layer (no skipping)" if s == 0 else "the hierarchical stride must be an integer >= 1"
+            raise ValueError(f"s={s!r}: {why}; use s >= 1 (s=1 runs every 2nd layer), or --decoder vanilla for all")
         self.s = s
 
     def _schedule(self, t, num_layers, t_max):

@@ -10,6 +10,7 @@ Multi-device and resumable by design:
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,7 +24,8 @@ from .metrics import GenerationScores, format_table
 log = logging.getLogger(__name__)
 STAGES = ("predict", "test")
 # settings that make two runs' predictions interchangeable; a rerun into a folder must match them to resume there
-RUN_KEYS = ("decoder", "model", "checkpoint", "dataset", "num_beams", "max_new_tokens", "t_max", "generation_kwargs")
+RUN_KEYS = ("decoder", "model", "checkpoint", "dataset", "split", "inputs", "num_beams", "max_new_tokens", "t_max",
+            "generation_kwargs")
 
 
 class PredictionScorer(BasePredictionWriter):
@@ -61,6 +63,7 @@ class PredictionScorer(BasePredictionWriter):
         if trainer.is_global_zero:
             self.dir.mkdir(parents=True, exist_ok=True)
         trainer.strategy.barrier("hsd-scorer-setup")
+        drop_partial_line(self.part)  # a kill mid-write leaves a cut line: records appended now start on a new line
         done = read_records(self.dir)
         exclude = getattr(trainer.datamodule, "exclude_ids", None)
         if done and exclude is None:
@@ -144,10 +147,30 @@ class PredictionScorer(BasePredictionWriter):
 def run_settings(trainer, pl_module) -> dict:
     hp = pl_module.hparams
     path = getattr(trainer, "ckpt_path", None) or getattr(pl_module, "checkpoint_path", None)
+    dm = trainer.datamodule
+    split = getattr(getattr(dm, "hparams", None), "predict_split", None)
+    inputs = None
+    if split and hasattr(dm, "dataset_for"):  # the whole input set of this run (before a resume leaves some out)
+        ids = dm.dataset_for(split, "generate")["id"]
+        inputs = f"{len(ids)} inputs, ids sha256 {hashlib.sha256(json.dumps(sorted(ids)).encode()).hexdigest()[:16]}"
     return {"decoder": pl_module.decoder.describe(), "model": hp.model_name_or_path,
-            "checkpoint": str(path) if path else None, "dataset": getattr(trainer.datamodule, "dataset", None),
+            "checkpoint": str(path) if path else None, "dataset": getattr(dm, "dataset", None), "split": split,
+            "inputs": inputs,
             "num_beams": hp.num_beams, "max_new_tokens": hp.max_new_tokens, "t_max": pl_module.t_max,
             "generation_kwargs": dict(hp.generation_kwargs or {})}
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a file back to its last complete line (its last bytes are a record cut short by a kill, whose input is
+    then decoded again); a file that ends with a newline is left as it is."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        f.truncate(data.rfind(b"\n") + 1)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -161,7 +184,7 @@ def check_same_run(folder: Path, run: dict) -> None:
     path = folder / "run.json"
     if path.exists() and any(folder.glob("predictions*.jsonl")):
         old = json.loads(path.read_text())
-        diff = [k for k in RUN_KEYS if old.get(k) != run.get(k)]
+        diff = [k for k in RUN_KEYS if k in old and old.get(k) != run.get(k)]  # folders written before a key existed
         if diff:
             k = diff[0]
             raise ValueError(f"{folder} holds predictions of another run ({k}: {old.get(k)!r}, now {run.get(k)!r}); "

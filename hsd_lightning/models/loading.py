@@ -38,17 +38,22 @@ COMPLETE = ".hsd_complete"  # written last into a cache folder, before it is ren
 def cached_folder(out: Path, build) -> Path:
     """``out`` if a complete copy is there; otherwise ``build(tmp)`` into a fresh temporary folder beside it and
     rename that into place. Concurrent first runs each build their own copy and the first rename wins, so no
-    process ever reads a half-written folder; a folder without the completion mark (an interrupted older run) is
-    rebuilt."""
+    process ever reads a half-written folder. A folder there without the completion mark is not ours (ours appear
+    whole, by rename): it is refused, never deleted."""
     if (out / COMPLETE).exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    if out.exists():  # our copies appear complete (renamed into place): this folder is someone else's, keep it
+        raise ValueError(f"{out} exists but was not written by hsd-lightning (it has no {COMPLETE} mark), so it is "
+                         "left as it is; move it away, or set HSD_CACHE_DIR to another folder")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise PermissionError(f"HSD_CACHE_DIR={cache_root()}: cannot write the model cache there ({err.strerror}); set "
+                              "HSD_CACHE_DIR to a writable folder") from None
     try:
         build(tmp)
         (tmp / COMPLETE).write_text("")
-        if out.exists() and not (out / COMPLETE).exists():
-            shutil.rmtree(out, ignore_errors=True)  # incomplete leftover
         try:
             os.rename(tmp, out)
         except OSError:  # another process renamed its complete copy first

@@ -5,7 +5,6 @@ import contextlib
 import logging
 import random
 import time
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -15,6 +14,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from ..decoding import Decoder, Vanilla, build_decoder
 from ..decoding.plans import PlanMixture, planned
 from ..families import family
+from ..training.checkpoint import read_checkpoint
+from ..training.guards import SigtermCheckpoint
 from ..training.resume import rng_state, set_rng_state, start_next_epoch_fresh
 from ..training.shared_prompt import shared_prompt_losses
 from .loading import load_model, load_tokenizer
@@ -90,6 +91,9 @@ class CausalLMModule(L.LightningModule):
             raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer >= 1")
         if not isinstance(num_beams, int) or num_beams < 1:
             raise ValueError(f"num_beams={num_beams!r} must be an integer >= 1 (1 = greedy)")
+        if t_max is not None and (not isinstance(t_max, int) or isinstance(t_max, bool) or t_max < 1):
+            raise ValueError(f"t_max={t_max!r} must be an integer >= 1 (the schedules' horizon), or null for "
+                             "max_new_tokens")
         self.save_hyperparameters(ignore=["decoder"])
         self.decoder = decoder or Vanilla()
         # a decoder given in the config (model.decoder) or on the command line (--decoder, see use_decoder) wins
@@ -186,8 +190,16 @@ class CausalLMModule(L.LightningModule):
             else:
                 rng = random.Random(hash((self.hparams.plan_seed, self.global_step, self.global_rank)))
                 loss = self.plan_loss(batch, self.plans.draw(rows, rng))
+        if not torch.isfinite(loss):  # stop before a checkpoint can hold the weights this step would write
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"] if self._trainer and self.trainer.optimizers else None
+            raise ValueError(f"fit: the loss is {loss.item()} at step {self.global_step} (learning rate "
+                             f"{lr if lr is None else f'{lr:.3g}'}); no checkpoint was written from it; lower "
+                             "--model.learning_rate (or check the data), and resume from the last checkpoint")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=rows)
         return loss
+
+    def configure_callbacks(self):
+        return [SigtermCheckpoint()]  # every run, whatever its config's callbacks: a SIGTERM'd fit saves first
 
     def all_plan_losses(self, batch: dict, decoders: list[Decoder]) -> list[torch.Tensor]:
         """Loss of the batch under each of ``decoders``, one prompt pass shared by all (``all_plans_per_row``)."""
@@ -246,6 +258,11 @@ class CausalLMModule(L.LightningModule):
             self._rng_to_restore = None
 
     def on_save_checkpoint(self, checkpoint):
+        bad = next((k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
+                   None)
+        if bad is not None:  # a diverged run: its weights are never written, as best or as last
+            raise ValueError(f"fit: the weights hold NaN or inf at step {self.global_step} (first: {bad}); no checkpoint "
+                             "was written from them; lower --model.learning_rate and resume from the last checkpoint")
         checkpoint["rng"] = rng_state()
         checkpoint["decoder"] = {"name": self.decoder.name, **self.decoder.settings()}
         if self.plans is not None:
@@ -312,10 +329,7 @@ class CausalLMModule(L.LightningModule):
         # here, not in __init__: predict rebuilds the module from a checkpoint's hyper-parameters, and the weights it
         # decodes are that checkpoint's, so the file need not exist there; a resumed fit restores its own weights
         # after setup. The strategy's checkpoint IO reads the file (local or remote, as --ckpt_path would).
-        if "://" not in str(path) and not Path(path).is_file():
-            raise FileNotFoundError(f"init_weights={path!r}: no such file; give a checkpoint written by fit, e.g. "
-                                    "runs/<name>/version_0/checkpoints/last.ckpt")
-        checkpoint = self.trainer.strategy.load_checkpoint(path)
+        checkpoint = read_checkpoint(path, "init_weights")  # weights only, local or remote
         if "state_dict" not in checkpoint:
             raise ValueError(f"init_weights={path!r} holds no 'state_dict': give a checkpoint written by fit (.ckpt)")
         self.load_state_dict(checkpoint["state_dict"])  # one-line errors for another model or a LoRA checkpoint
@@ -324,10 +338,19 @@ class CausalLMModule(L.LightningModule):
                        "a fresh optimizer and schedule")
 
     def on_predict_start(self):
+        self.check_finite_weights()
         self.check_t_max()
 
     def on_test_start(self):
+        self.check_finite_weights()
         self.check_t_max()
+
+    def check_finite_weights(self) -> None:
+        """Weights holding NaN/inf (a diverged fit) decode to noise such as "!!!!": refuse them with one line."""
+        bad = next((n for n, p in self.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise ValueError(f"the weights hold NaN or inf values (first: {bad}), e.g. from a fit whose loss diverged; "
+                             "decode an earlier checkpoint")
 
     def check_t_max(self) -> bool:
         """Warn when a skip-aware checkpoint is decoded with another schedule horizon than it was trained for."""
@@ -349,8 +372,10 @@ class CausalLMModule(L.LightningModule):
             torch.cuda.synchronize()
         start = time.perf_counter()
         rows = batch["input_ids"].shape[0]
-        with _out_of_memory_hint(f"decoding a batch of {rows} inputs x {self.hparams.num_beams} beams",
-                                 "data.init_args.eval_batch_size", rows,
+        beams = self.hparams.num_beams
+        with _out_of_memory_hint(f"decoding a batch of {rows} inputs x {beams} beams",
+                                 "data.init_args.eval_batch_size" if rows > 1 else "model.num_beams",
+                                 rows if rows > 1 else beams,
                                  "; the predictions written so far are kept and a rerun into the same output_dir "
                                  "resumes after them"):
             out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -13,10 +13,9 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
 from ..cli import cli_main
 from ..models.adapters import export, model_card, read_record, resolve_adapter
+from ..training.checkpoint import read_checkpoint
 
 
 def main(argv=None):
@@ -40,7 +39,7 @@ def main(argv=None):
     if not (args.config and args.ckpt_path and args.out):
         p.error("--config, --ckpt_path and --out are required (or --card_only FOLDER)")
     cli = cli_main([x for c in args.config for x in ("--config", c)] + extra, run=False)
-    ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(args.ckpt_path)  # weights only: a crafted file cannot run code
     cli.model.load_state_dict(ckpt["state_dict"])
     record = json.loads(Path(args.record).read_text()) if args.record else {}
     if args.fit_command:

@@ -21,10 +21,9 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
-
 from ..decoding import build_decoder, build_paper_decoder
 from ..library_noise import quiet_libraries
+from ..training.checkpoint import read_checkpoint
 
 # (name, settings) as in the paper's tables, E values for a 36-layer model
 PAPER_ROWS = [("vanilla", {}), ("calm", {"d": 0.02}), ("calm", {"d": 0.005}),
@@ -132,7 +131,7 @@ def main(argv=None):
     cli = cli_main(cli_args, run=False)
     model, trainer, dm = cli.model, cli.trainer, cli.datamodule
     if args.ckpt_path:
-        ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(args.ckpt_path)  # weights only: a crafted file cannot run code
         model.load_state_dict(ckpt["state_dict"], strict=model.strict_loading)
         model.on_load_checkpoint(ckpt)  # training kind and the t_max a skip-aware checkpoint was trained for
         model.checkpoint_path = args.ckpt_path

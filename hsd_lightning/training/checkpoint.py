@@ -8,6 +8,8 @@ step 50) decoded the weights of step 50. Here ``on_train_end`` also writes ``las
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
@@ -23,3 +25,34 @@ class FinalModelCheckpoint(ModelCheckpoint):
         # _should_skip_saving_checkpoint is Lightning's own test: not fitting, fast_dev_run, or this step already saved
         if self.save_last and not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def read_checkpoint(path, what: str = "--ckpt_path") -> dict:
+    """A checkpoint file's contents, weights and plain values only (``torch.load(weights_only=True)``, local or
+    remote through Lightning's fsspec loader): a crafted file cannot run code. Errors are one line that names the
+    file: missing, cut short (a killed save), or holding objects that are not weights."""
+    import pickle
+
+    from lightning.fabric.utilities.cloud_io import _load
+
+    if "://" not in str(path) and not Path(str(path)).is_file():
+        raise FileNotFoundError(f"{what}={str(path)!r}: no such file; give a checkpoint written by fit, e.g. "
+                                "runs/<name>/version_0/checkpoints/last.ckpt")
+    try:
+        return _load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{what}={str(path)!r} holds objects other than weights and plain values, which are not "
+                         f"loaded (they could run code): {str(err).splitlines()[0][:200]}; use a checkpoint written "
+                         "by fit") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise ValueError(f"{what}={str(path)!r} is not a readable checkpoint ({str(err).splitlines()[0][:160]}); it "
+                         "may be cut short by a kill during its save: use an earlier one") from None
+
+
+def is_readable(path) -> bool:
+    """Whether a local checkpoint loads (a save cut short by a kill does not)."""
+    try:
+        read_checkpoint(path)
+        return True
+    except (ValueError, FileNotFoundError):
+        return False

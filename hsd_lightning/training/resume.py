@@ -21,36 +21,50 @@ import torch
 LAST_NAMES = re.compile(r"(last|latest-step=\d+)(-v\d+)?")
 
 
-def find_last_checkpoint(save_dir: str, name: str) -> tuple[Path, str] | None:
-    """The newest last/latest checkpoint under ``<save_dir>/<name>/<version>/checkpoints``, with its version folder
-    name."""
-    found = [p for p in Path(save_dir, name).glob("*/checkpoints/*.ckpt") if LAST_NAMES.fullmatch(p.stem)]
-    if not found:
-        return None
-    path = max(found, key=lambda p: p.stat().st_mtime)
-    return path, path.parent.parent.name
+def find_last_checkpoint(save_dir: str, name: str) -> tuple[Path, str, list[Path]] | None:
+    """The newest *readable* last/latest checkpoint under ``<save_dir>/<name>/<version>/checkpoints``, its version
+    folder name, and the newer ones skipped because they do not load (a save cut short by a kill)."""
+    from .checkpoint import is_readable
+
+    found = sorted((p for p in Path(save_dir, name).glob("*/checkpoints/*.ckpt") if LAST_NAMES.fullmatch(p.stem)),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    broken = []
+    for path in found:
+        if is_readable(path):
+            return path, path.parent.parent.name, broken
+        broken.append(path)
+    return None
 
 
-def resolve_last(config) -> str | None:
-    """For ``fit --ckpt_path last``: rewrite ``config.ckpt_path`` to the newest last checkpoint of this logger's run
-    name and set the logger's version to that run's folder. Returns a line saying what was chosen (or None when the
-    config does not ask for ``last``)."""
+def resolve_last(config, subcommand: str = "fit") -> str | None:
+    """``--ckpt_path last``: rewrite ``config.ckpt_path`` to the newest readable last checkpoint of this logger's run
+    name (Lightning alone would look in the new run's empty folder). For ``fit`` the logger's version becomes that
+    run's folder (logs continue there) and no checkpoint means a fresh start; ``validate``/``test``/``predict``
+    without one is an error (they would decode untrained weights). Returns a line saying what was chosen."""
     if config.get("ckpt_path") != "last":
         return None
     logger = config.trainer.get("logger")
     args = getattr(logger, "init_args", None)
     if args is None or "save_dir" not in args:
+        if subcommand != "fit":
+            raise ValueError(f"{subcommand} --ckpt_path last: no logger folder to look in; give the checkpoint's path")
         return None  # no logger folder to look through: Lightning's own lookup applies
     name = args.get("name") or "lightning_logs"
     hit = find_last_checkpoint(args.save_dir, name)
     if hit is None:
+        if subcommand != "fit":
+            raise FileNotFoundError(f"{subcommand} --ckpt_path last: no readable last checkpoint under "
+                                    f"{Path(args.save_dir, name)}; train first (fit) or give the checkpoint's path")
         config.ckpt_path = None  # nothing to resume: a fresh run (Lightning would warn that "last" was not found)
         return (f"fit --ckpt_path last: no last checkpoint under {Path(args.save_dir, name)}; "
                 "starting from the first step")
-    path, version = hit
+    path, version, broken = hit
     config.ckpt_path = str(path)
+    skipped = f"; skipped {len(broken)} newer unreadable ({', '.join(p.name for p in broken)})" if broken else ""
+    if subcommand != "fit":
+        return f"{subcommand} --ckpt_path last: {path}{skipped}"
     args.version = int(version.split("_", 1)[1]) if re.fullmatch(r"version_\d+", version) else version
-    return f"fit --ckpt_path last: resuming {path} (logs continue in {path.parent.parent})"
+    return f"fit --ckpt_path last: resuming {path} (logs continue in {path.parent.parent}){skipped}"
 
 
 def rng_state() -> dict:
@@ -82,12 +96,25 @@ def start_next_epoch_fresh(checkpoint: dict) -> None:
     which makes ``StatefulDataLoader`` start a new pass. Checkpoints written inside an epoch are left as they are."""
     loop = checkpoint.get("loops", {}).get("fit_loop", {})
     epochs = loop.get("epoch_progress", {}).get("current", {})
-    if not epochs or epochs.get("completed", 0) < epochs.get("started", 0):
+    if not epochs:
         return
     batches = loop.get("epoch_loop.batch_progress")
+    if epochs.get("completed", 0) < epochs.get("started", 0):
+        # saved after the epoch's last batch but before the epoch was marked done (last.ckpt at the end-of-epoch
+        # validation of a fit that stopped at max_epochs): Lightning closes that epoch on restore and starts the
+        # next, but the loader's restored state says its pass is over, so the next epoch had no batches (a finished
+        # run continued with a larger max_steps trained 0 steps). Such an epoch is over: restore it as a finished one.
+        if not (batches and batches.get("is_last_batch")):
+            return
+        for counts in (loop["epoch_progress"]["current"], loop["epoch_progress"].get("total", {})):
+            counts["completed"] = counts.get("started", 0)
     if batches:
         batches["current"] = {k: 0 for k in batches["current"]}
         batches["is_last_batch"] = False
+    _finish_loader_pass(loop)
+
+
+def _finish_loader_pass(loop: dict) -> None:
     for state in loop.get("state_dict", {}).get("combined_loader", None) or []:
         if isinstance(state, dict) and "_iterator_finished" in state:
             state["_iterator_finished"] = True
