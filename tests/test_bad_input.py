@@ -146,3 +146,8 @@ def test_out_of_memory_names_the_batch_setting(tmp_path, fixture_dir, monkeypatc
                                           r"--data.init_args.eval_batch_size below 2 \(e.g. 1\); the predictions "
                                           r"written so far are kept"):
         cli_main(_args(tmp_path, fixture_dir))
+    # one input and many beams: the setting to lower is the beam count, not the batch
+    with pytest.raises(MemoryError, match=r"out of memory decoding a batch of 1 inputs x 64 beams; set "
+                                          r"--model.num_beams below 64 \(e.g. 32\)"):
+        cli_main([*_args(tmp_path, fixture_dir), "--data.init_args.eval_batch_size", "1", "--model.num_beams", "64",
+                  f"--trainer.callbacks.output_dir={tmp_path / 'beams'}"])

@@ -144,3 +144,11 @@ def test_main_job_prints_the_readme_quality_columns():
     quality = lambda text: [line.split("|")[1:11] for line in text.splitlines() if line.startswith("| ") and  # noqa: E731
                             not line.startswith("| Decoder")]
     assert quality(out.stdout)[:3] == quality(block)
+
+
+def test_bad_input_example_prints_what_the_readme_shows():
+    block = README.split("## Bad input")[1].split("```\n")[1]
+    command, expected = [line for line in block.splitlines() if line.strip()][:2]
+    out = subprocess.run([sys.executable, "-m", "hsd_lightning", *shlex.split(command)[2:]], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == expected, out.stderr[-1000:]
