@@ -234,12 +234,10 @@ def _expand_compose(args: list[str]) -> list[str]:
 
 
 def _parser_kwargs(run: bool, one_line_errors: bool) -> dict:
-    base = {"default_config_files": [str(BASE_PRESET)]}
-    if one_line_errors:  # raise instead of printing the usage block: run_cli prints the one line
-        base["exit_on_error"] = False
-    if not run:
-        return base
-    return {**({"exit_on_error": False} if one_line_errors else {}), **{sub: dict(base) for sub in SUBCOMMANDS}}
+    # one_line_errors: raise instead of printing the usage block (run_cli prints the one line), on every parser
+    errors = {"exit_on_error": False} if one_line_errors else {}
+    base = {"default_config_files": [str(BASE_PRESET)], **errors}
+    return {**errors, **{sub: dict(base) for sub in SUBCOMMANDS}} if run else base  # copies: Lightning sets keys
 
 
 def cli_main(args: list[str] | None = None, run: bool = True, one_line_errors: bool = False) -> HSDCLI:

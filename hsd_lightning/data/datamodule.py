@@ -294,8 +294,8 @@ class TextGenDataModule(L.LightningDataModule):
                 "references": [it["references"] for it in items]}
 
     # ---- loaders -----------------------------------------------------------------------------------------------
-    def _loader(self, ds, batch_size, collate, shuffle=False, cls=DataLoader):
-        return cls(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+    def _loader(self, ds, batch_size, collate, shuffle=False, cls=DataLoader, sampler=None):
+        return cls(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, sampler=sampler,
                    num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
 
     def train_dataloader(self):
@@ -319,16 +319,13 @@ class TextGenDataModule(L.LightningDataModule):
         ds = self.dataset_for(self.hparams.predict_split, "generate")
         if self.skip_ids:
             ds = ds.select([i for i, x in enumerate(ds["id"]) if x not in self.skip_ids])
-        loader = self._loader(ds, self.hparams.eval_batch_size, self.collate_generate)
+        sampler = None
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
                 and torch.distributed.get_world_size() > 1:
             # Lightning's own sampler for predict asserts that every rank gets an input; with fewer inputs than
             # ranks (or a resume with one left) a rank gets none here and skips its loop; the writer merges by id
-            loader = DataLoader(ds, batch_size=self.hparams.eval_batch_size, collate_fn=self.collate_generate,
-                                num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
-                                sampler=ShardSampler(ds, torch.distributed.get_world_size(),
-                                                     torch.distributed.get_rank()))
-        return loader
+            sampler = ShardSampler(ds, torch.distributed.get_world_size(), torch.distributed.get_rank())
+        return self._loader(ds, self.hparams.eval_batch_size, self.collate_generate, sampler=sampler)
 
 
 class ShardSampler(DistributedSampler):

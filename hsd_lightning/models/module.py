@@ -258,8 +258,7 @@ class CausalLMModule(L.LightningModule):
             self._rng_to_restore = None
 
     def on_save_checkpoint(self, checkpoint):
-        bad = next((k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()),
-                   None)
+        bad = first_non_finite(checkpoint["state_dict"].items())
         if bad is not None:  # a diverged run: its weights are never written, as best or as last
             raise ValueError(f"fit: the weights hold NaN or inf at step {self.global_step} (first: {bad}); no checkpoint "
                              "was written from them; lower --model.learning_rate and resume from the last checkpoint")
@@ -347,7 +346,7 @@ class CausalLMModule(L.LightningModule):
 
     def check_finite_weights(self) -> None:
         """Weights holding NaN/inf (a diverged fit) decode to noise such as "!!!!": refuse them with one line."""
-        bad = next((n for n, p in self.named_parameters() if not torch.isfinite(p).all()), None)
+        bad = first_non_finite(self.named_parameters())
         if bad is not None:
             raise ValueError(f"the weights hold NaN or inf values (first: {bad}), e.g. from a fit whose loss diverged; "
                              "decode an earlier checkpoint")
@@ -401,6 +400,11 @@ class CausalLMModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         return self.predict_step(batch, batch_idx)
+
+
+def first_non_finite(named_tensors) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf (a diverged fit), else None."""
+    return next((n for n, v in named_tensors if v.is_floating_point() and not torch.isfinite(v).all()), None)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 
@@ -39,7 +40,10 @@ def read_checkpoint(path, what: str = "--ckpt_path") -> dict:
         raise FileNotFoundError(f"{what}={str(path)!r}: no such file; give a checkpoint written by fit, e.g. "
                                 "runs/<name>/version_0/checkpoints/last.ckpt")
     try:
-        return _load(str(path), map_location="cpu", weights_only=True)
+        if "://" in str(path):
+            return _load(str(path), map_location="cpu", weights_only=True)
+        # memory-mapped: tensors are read when used, so a look at the settings (or a readability check) is cheap
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as err:
         raise ValueError(f"{what}={str(path)!r} holds objects other than weights and plain values, which are not "
                          f"loaded (they could run code): {str(err).splitlines()[0][:200]}; use a checkpoint written "
@@ -50,7 +54,7 @@ def read_checkpoint(path, what: str = "--ckpt_path") -> dict:
 
 
 def is_readable(path) -> bool:
-    """Whether a local checkpoint loads (a save cut short by a kill does not)."""
+    """Whether a local checkpoint loads (a save cut short by a kill does not); memory-mapped, so it reads little."""
     try:
         read_checkpoint(path)
         return True
