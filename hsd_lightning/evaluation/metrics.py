@@ -1,6 +1,7 @@
 """Scores of the paper's tables with torchmetrics: ROUGE-1/2/L (F1, stemmed), BLEU-1/4 (multi-reference, sacrebleu's
 standard ``13a`` tokenization, case-sensitive, as sacrebleu's default: "Spice," is "Spice" + ","),
-BERTScore F1 (best over references), Avg. Layer, throughput. All on the 0-100 scale except layers and tokens/s.
+BERTScore F1 (best over references), Avg. Layer, throughput; and what a reader notices (``fidelity.py``): outputs
+with repeated phrases, length, E2E slot error rate. All on the 0-100 scale except layers, words and tokens/s.
 
 ``rougeLsum`` is left out: torchmetrics needs nltk's punkt data for it, which cannot be downloaded offline.
 """
@@ -13,6 +14,7 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.text import ROUGEScore, SacreBLEUScore
 
 from .bertscore import PairBERTScore
+from .fidelity import fidelity_counts, summarise
 
 
 def default_bertscore_model() -> str:
@@ -66,6 +68,7 @@ class GenerationScores(torch.nn.Module):
         self.count = SumMetric(**local)
         self.empty_predictions = SumMetric(**local)
         self.scored = SumMetric(**local)  # inputs with a reference: the quality scores are over these
+        self.fidelity: list[dict[str, int]] = []  # per-output counts; plain Python, for scores never sync (above)
         self.to(self.device)
 
     def _bertscore(self) -> PairBERTScore:
@@ -77,6 +80,7 @@ class GenerationScores(torch.nn.Module):
         """Forget every record (the BERTScore encoder stays loaded)."""
         for m in self.children():
             m.reset()
+        self.fidelity = []
 
     def update(self, records: list[dict]) -> None:
         """Depth, speed and counts over every record; quality over the records that have a reference (an input of
@@ -100,6 +104,7 @@ class GenerationScores(torch.nn.Module):
             self.seconds.update(r["generation_seconds"])
             self.count.update(1)
             self.empty_predictions.update(int(not r["prediction"].strip()))
+            self.fidelity.append(fidelity_counts(r))
 
     def compute(self) -> dict[str, float]:
         passes = float(self.passes.compute())
@@ -119,24 +124,34 @@ class GenerationScores(torch.nn.Module):
             "tokens_per_second": float(self.tokens.compute()) / secs if secs else math.nan,
             "generated_tokens": float(self.tokens.compute()), "examples": float(self.count.compute()),
             "empty_predictions": float(self.empty_predictions.compute()),
+            **summarise(self.fidelity),
         }
         return out
 
 
 TABLE_COLUMNS = (("decoder", "Decoder"), ("avg_layer", "Avg. Layer"), ("rouge1", "R-1"), ("rouge2", "R-2"),
                  ("rougeL", "R-L"), ("pct_rougeL", "% vanilla R-L"), ("bleu1", "BLEU-1"), ("bertscore", "BERTScore"),
-                 ("pct_bertscore", "% vanilla BERTScore"), ("agreement", "agree w/ vanilla %"),
+                 ("pct_bertscore", "% vanilla BERTScore"), ("ser", "SER %"), ("repeat3", "repeat-3 %"),
+                 ("repeat1", "word twice %"), ("length_ratio", "length / vanilla"), ("agreement", "agree w/ vanilla %"),
                  ("tokens_per_second", "tokens/s"), ("speedup", "speed-up"))
 
 
+ONE_DECIMAL = ("pct_rougeL", "pct_bertscore", "ser", "repeat3", "repeat1")
+
+
+def _shown(v) -> bool:
+    return v not in ("", None) and not (isinstance(v, float) and math.isnan(v))
+
+
 def format_table(rows: list[dict], columns=TABLE_COLUMNS) -> str:
-    cols = [(k, h) for k, h in columns if any(k in r for r in rows)]
+    """Markdown table of ``rows``; a column none of the rows has a value for is left out (SER off E2E)."""
+    cols = [(k, h) for k, h in columns if any(_shown(r.get(k)) for r in rows)]
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in rows:
         cells = []
         for k, _ in cols:
             v = r.get(k, "")
-            cells.append(("" if math.isnan(v) else f"{v:.1f}" if k.startswith("pct_") else f"{v:.2f}")
+            cells.append(("" if math.isnan(v) else f"{v:.1f}" if k in ONE_DECIMAL else f"{v:.2f}")
                          if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

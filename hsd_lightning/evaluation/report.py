@@ -50,7 +50,8 @@ def group_title(r: dict) -> str:
 
 
 def relative_to_vanilla(rows: list[dict]) -> None:
-    """Speed-up and % of vanilla R-L / BERTScore against the vanilla row of the same list (when there is one)."""
+    """Speed-up, % of vanilla R-L / BERTScore and length / vanilla against the vanilla row of the same list (when
+    there is one)."""
     base = next((r for r in rows if r.get("decoder_name", r.get("decoder")) == "vanilla"), None)
     if base is None:
         return
@@ -60,12 +61,17 @@ def relative_to_vanilla(rows: list[dict]) -> None:
         for key, pct in (("rougeL", "pct_rougeL"), ("bertscore", "pct_bertscore")):
             if base.get(key) and not math.isnan(base[key]) and r.get(key) is not None:
                 r[pct] = 100.0 * r[key] / base[key]
+        if base.get("mean_words") and r.get("mean_words") is not None:  # same inputs: mean length against vanilla's
+            r["length_ratio"] = r["mean_words"] / base["mean_words"]
 
 
 def build_rows(runs: list[dict]) -> dict[str, list[dict]]:
-    """Rows grouped by ``group_title``, sorted like the paper, with speed-up and % of vanilla per group."""
+    """Rows grouped by ``group_title``, sorted like the paper, with speed-up and % of vanilla per group; a run with
+    ``generation_kwargs`` (``no_repeat_ngram_size``...) is its decoder's row with them named, in the same group."""
     groups: dict[str, list[dict]] = {}
     for r in runs:
+        if r.get("generation_kwargs"):  # e.g. n-gram blocking: its own row beside the same decoder without it
+            r["decoder"] = f"{r['decoder']} + " + ",".join(f"{k}={v}" for k, v in sorted(r["generation_kwargs"].items()))
         groups.setdefault(group_title(r), []).append(r)
     for rows in groups.values():
         rows.sort(key=lambda r: (FAMILY_ORDER.get(r.get("decoder_name"), 9), -r.get("avg_layer", 0)))
@@ -97,21 +103,37 @@ def save_runs(groups: dict[str, list[dict]], task_dir: Path) -> list[Path]:
     return written
 
 
+def first_difference(preds: dict[str, list[dict]]) -> int | None:
+    """Index of the first input where a decoder's output differs from vanilla's (None: none does, or no vanilla)."""
+    base = preds.get("vanilla")
+    if base is None:
+        return None
+    for i, rec in enumerate(base):
+        if any(i < len(recs) and recs[i]["prediction"] != rec["prediction"] for recs in preds.values()):
+            return i
+    return None
+
+
 def examples_text(groups: dict[str, list[dict]], n: int) -> str:
-    """The first ``n`` inputs of each group with every decoder's prediction and one reference."""
+    """The first ``n`` inputs of each group with every decoder's prediction and one reference, and, chosen by rule,
+    the first input where a skipping decoder's output differs from vanilla's (when the first ``n`` hold none)."""
     parts = []
     for title, rows in groups.items():
         preds = {}
         for r in rows:
             path = Path(r["run"]) / "predictions.jsonl"
             if path.exists():
-                preds[r["decoder"]] = [json.loads(x) for x in path.read_text().splitlines()[:n]]
+                preds[r["decoder"]] = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
         if not preds:
             continue
         parts.append(f"#### Examples: {title}\n")
         first = next(iter(preds.values()))
-        for i, rec in enumerate(first):
-            parts.append(f"- **input** {source_line(rec['prompt'])}")
+        shown = list(range(min(n, len(first))))
+        diff = first_difference(preds)
+        for i in shown + ([diff] if diff is not None and diff >= n else []):
+            rec = first[i]
+            note = " *(the first input where a skipping decoder's output differs from vanilla's)*" if i == diff else ""
+            parts.append(f"- **input** {source_line(rec['prompt'])}{note}")
             for dec, recs in preds.items():
                 if i < len(recs):
                     parts.append(f"  - *{dec}*: {recs[i]['prediction']}")
@@ -206,7 +228,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="+")
     p.add_argument("--out", default=None, help="output folder (default: <first folder>/report)")
-    p.add_argument("--examples", type=int, default=0, help="also print the first N inputs with every decoder's output")
+    p.add_argument("--examples", type=int, default=0,
+                   help="also print the first N inputs with every decoder's output, and the first input where a "
+                        "skipping decoder differs from vanilla")
     p.add_argument("--no_paper", action="store_true", help="leave out the paper's GPT-2 rows")
     p.add_argument("--save_runs", default=None, metavar="TASK_DIR",
                    help="also write each group as a committed run summary under TASK_DIR/runs/<run>/ (summary.csv, "
@@ -220,8 +244,9 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     md = []
     cols = ["dataset", "model", "training", "num_beams", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL",
-            "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "agreement", "tokens_per_second", "speedup",
-            "examples", "empty_predictions", "t_max", "checkpoint", "run"]
+            "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "ser", "slots_missed", "slots_wrong",
+            "slots_added", "slots_total", "repeat3", "repeat1", "mean_words", "length_ratio", "agreement",
+            "tokens_per_second", "speedup", "examples", "empty_predictions", "t_max", "split", "checkpoint", "run"]
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

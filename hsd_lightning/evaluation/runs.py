@@ -20,13 +20,15 @@ from pathlib import Path
 SUMMARY = "summary.csv"
 PREDICTIONS = "predictions.jsonl.gz"
 COLUMNS = ["dataset", "model", "training", "num_beams", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL",
-           "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "agreement", "tokens_per_second", "speedup",
-           "examples", "empty_predictions", "t_max", "checkpoint"]
+           "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "ser", "slots_missed", "slots_wrong",
+           "slots_added", "slots_total", "repeat3", "repeat1", "mean_words", "length_ratio", "agreement",
+           "tokens_per_second", "speedup", "examples", "empty_predictions", "t_max", "split", "checkpoint"]
 
 
 def run_name(row: dict) -> str:
     """A plain folder name for the weights a row decoded and its decoding: ``skipaware_3200_decay200_hsd1x2_beam4``
-    (the fit run's name without the ``smollm2_<task>_`` prefix), ``zero-shot_beam4``, an adapter's own name."""
+    (the fit run's name without the ``smollm2_<task>_`` prefix), ``zero-shot_beam4``, an adapter's own name; a run
+    that records its split ends in it and its input count (``..._beam4_dev200``, ``..._beam4_test400``)."""
     ck = row.get("checkpoint") or ""
     beams = int(float(row["num_beams"]))
     decoding = "greedy" if beams == 1 else f"beam{beams}"
@@ -37,6 +39,9 @@ def run_name(row: dict) -> str:
     else:  # runs/<name>/version_N/checkpoints/last.ckpt
         name = Path(ck).parent.parent.parent.name or Path(ck).stem
     name = re.sub(r"^smollm2_(e2e|commongen|xsum|cnndm|healthcaremagic)_", "", name)
+    split = {"validation": "dev"}.get(row.get("split") or "", row.get("split"))
+    if split and row.get("examples"):  # runs that record their split: which split and how many inputs
+        decoding += f"_{split}{int(float(row['examples']))}"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}_{decoding}")
 
 
@@ -89,7 +94,7 @@ def read_summary(folder: Path) -> list[dict]:
         rows = list(csv.DictReader(f))
     out = []
     for r in rows:
-        row = {k: (_num(v) if k not in ("dataset", "model", "training", "decoder", "checkpoint") else v)
+        row = {k: (_num(v) if k not in ("dataset", "model", "training", "decoder", "checkpoint", "split") else v)
                for k, v in r.items()}
         row["num_beams"] = int(row["num_beams"]) if row.get("num_beams") is not None else None
         row["run_dir"] = str(path.parent)

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 34 (fidelity) on E2E, SmolLM2-135M + a skip-aware adapter, beam 4, t_max 40: the rows of the targets (vanilla,
+# HSD s=1 / s=2 at E_max 10 of 30 layers) decoded on
+#   dev:  a seeded sample of 200 of the 547 devset MRs (the split that chooses weights and settings), and
+#   test: a seeded sample of 400 of the 630 test MRs (the file is sorted by restaurant name: its first N are not a
+#         sample), decoded once, for the weights and settings the dev split chose.
+# Extra rows, never the fix: the same HSD rows with n-gram blocking (HF's no_repeat_ngram_size 3) as separate rows.
+#   ADAPTER=smollm2-e2e-skipaware-3200 bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
+# Every step resumes after a kill (the sweep skips finished inputs per decoder).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/setup.sh
+PY=.venv/bin/python
+STEP=${1:-dev}
+ADAPTER=${ADAPTER:-smollm2-e2e-skipaware-3200}
+NAME=${NAME:-${ADAPTER#smollm2-e2e-}}
+CKPT=${CKPT:-}
+ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]'
+BLOCK_ROWS='[["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]'
+ARGS=(--config configs/default.yaml --model.adapter "$ADAPTER" --quiet)
+[[ -n $CKPT ]] && ARGS+=(--ckpt_path "$CKPT")
+DEV=(--data.init_args.predict_split validation --data.init_args.max_eval_samples 200 --data.init_args.shuffle_subset true)
+TEST=(--data.init_args.predict_split test --data.init_args.max_eval_samples 400 --data.init_args.shuffle_subset true)
+BLOCK=(--model.generation_kwargs '{"no_repeat_ngram_size": 3}')
+case $STEP in
+  dev)        $PY -m hsd_lightning sweep "${ARGS[@]}" "${DEV[@]}" --decoders "$ROWS" --out runs/results/e2e_dev/${NAME}_beam4 ;;
+  dev_block)  $PY -m hsd_lightning sweep "${ARGS[@]}" "${DEV[@]}" "${BLOCK[@]}" --decoders "$BLOCK_ROWS" --no_agreement \
+                  --out runs/results/e2e_dev/${NAME}_block3_beam4 ;;
+  test)       $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" --decoders "$ROWS" --out runs/results/e2e_test/${NAME}_beam4 ;;
+  test_block) $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" "${BLOCK[@]}" --decoders "$BLOCK_ROWS" --no_agreement \
+                  --out runs/results/e2e_test/${NAME}_block3_beam4 ;;
+  *) echo "unknown step $STEP" >&2; exit 2 ;;
+esac
