@@ -25,7 +25,7 @@ TOOLS = {
     "targets": ("hsd_lightning.evaluation.targets", "check the skip-aware targets on run summaries"),
     "bootstrap": ("hsd_lightning.evaluation.bootstrap", "paired bootstrap intervals between two runs' predictions"),
     "depth": ("hsd_lightning.evaluation.depth", "average layers a plan runs on given outputs, per t_max"),
-    "fidelity": ("hsd_lightning.evaluation.fidelity", "add repetition, length and E2E slot errors to committed runs"),
+    "fidelity": ("hsd_lightning.tools.fidelity", "add repetition, length and E2E slot errors to committed runs"),
     "rescore": ("hsd_lightning.evaluation.rescore", "recompute a run's metrics.json from its predictions"),
     "data-stats": ("hsd_lightning.data.stats", "token lengths of a dataset's sources and targets"),
 }

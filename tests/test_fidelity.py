@@ -127,3 +127,36 @@ def test_first_difference_is_chosen_by_rule():
 def test_summarise_without_references_or_mrs():
     m = summarise([fidelity_counts({"prediction": "a a b", "references": [], "input": "free text"})])
     assert m["mean_words"] == 3 and math.isnan(m["repeat3"]) and math.isnan(m["ser"])
+
+
+def test_fidelity_tool_adds_the_columns_to_a_committed_run(tmp_path):
+    """`hsd-lightning fidelity <run>` on a committed run (summary.csv + predictions.jsonl.gz without references):
+    references come from the data (here the packaged E2E sample), the columns land in summary.csv."""
+    import csv
+    import gzip
+
+    from hsd_lightning.evaluation.bootstrap import references_from_data
+    from hsd_lightning.tools.fidelity import main
+
+    refs = references_from_data("e2e", None, "test")
+    first = refs["e2e-test-0"]
+    mr = parse_mr(first["prompt"])
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    with (run / "summary.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["dataset", "decoder", "avg_layer", "rougeL"])
+        w.writeheader()
+        w.writerows([{"dataset": "e2e", "decoder": d, "avg_layer": 30, "rougeL": 50} for d in ("vanilla", "hsd")])
+    good = f"{mr['name']} is a place."
+    rec = {"id": "e2e-test-0", "input": first["prompt"].splitlines()[1],
+           "outputs": {"vanilla": {"prediction": good}, "hsd": {"prediction": "A place place place. A place place."}}}
+    with gzip.open(run / "predictions.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps(rec) + "\n")
+    main([str(tmp_path / "runs")])
+    rows = {r["decoder"]: r for r in csv.DictReader((run / "summary.csv").open())}
+    assert float(rows["vanilla"]["repeat3"]) == 0 and float(rows["hsd"]["repeat3"]) == 100
+    assert float(rows["hsd"]["repeat1"]) == 100 and float(rows["vanilla"]["mean_words"]) == len(words(good))
+    assert float(rows["vanilla"]["slots_missed"]) == len(mr) - 1  # only the name is said
+    assert float(rows["hsd"]["slots_missed"]) == len(mr) and rows["hsd"]["split"] == "test"
+    with pytest.raises(SystemExit, match="no run summary"):
+        main([str(tmp_path / "nothing")])

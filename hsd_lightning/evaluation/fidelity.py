@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .runs import source_line
 from .slots import parse_mr, slot_counts
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
@@ -59,8 +58,7 @@ def fidelity_counts(record: dict) -> dict[str, int]:
     refs = [r for r in record.get("references", []) if r.strip()]
     if refs:
         out.update(repeats(pred, refs))
-    source = record.get("input") or source_line(record.get("prompt", ""))
-    mr = parse_mr(source) if source else None
+    mr = parse_mr(record.get("input") or record.get("prompt", ""))  # the MR's slots, wherever the prompt holds them
     if mr:
         out.update(slot_counts(mr, pred))
     return out
@@ -83,49 +81,6 @@ def summarise(counts: list[dict[str, int]]) -> dict[str, float]:
         **{f"slots_{k}": float(v) if mrs else nan for k, v in errs.items()},
         "slots_total": float(slots) if mrs else nan,
     }
-
-
-def add_to_runs(folders: list[Path], data_dir: str | None = None) -> list[Path]:
-    """Add the fidelity columns to committed runs' ``summary.csv`` (``evaluation/runs.py``), computed from their
-    ``predictions.jsonl.gz``; the references come from the data (by input id ``<dataset>-<split>-<k>``), for the
-    committed predictions do not hold them. Returns the summaries rewritten."""
-    import csv
-
-    from .bootstrap import references_from_data
-    from .runs import COLUMNS, PREDICTIONS, SUMMARY, read_predictions
-
-    refs_cache: dict[tuple[str, str], dict] = {}
-    written = []
-    for folder in folders:
-        summary, preds = Path(folder) / SUMMARY, Path(folder) / PREDICTIONS
-        if not (summary.is_file() and preds.is_file()):
-            continue
-        with summary.open(newline="") as f:
-            reader = csv.DictReader(f)
-            header, rows = list(reader.fieldnames or []), list(reader)
-        records = read_predictions(preds)
-        by_decoder: dict[str, list[dict]] = {}
-        for rec in records:
-            dataset, split = rec["id"].rsplit("-", 2)[:2]
-            if (dataset, split) not in refs_cache:
-                refs_cache[dataset, split] = references_from_data(dataset, data_dir, split)
-            refs = refs_cache[dataset, split].get(rec["id"], {}).get("references", [])
-            for dec, out in rec["outputs"].items():
-                by_decoder.setdefault(dec, []).append(
-                    fidelity_counts({"prediction": out["prediction"], "references": refs, "input": rec["input"]}))
-        for row in rows:
-            if row["decoder"] in by_decoder:
-                row.update({k: f"{v:.6g}" for k, v in summarise(by_decoder[row["decoder"]]).items()})
-                if not row.get("split"):
-                    row["split"] = records[0]["id"].rsplit("-", 2)[1]
-        fields = [c for c in COLUMNS if c in header or any(c in r for r in rows)] + \
-                 [c for c in header if c not in COLUMNS]
-        with summary.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-        written.append(summary)
-    return written
 
 
 def hand_agreement(path: Path) -> list[dict]:
@@ -159,34 +114,3 @@ def hand_agreement(path: Path) -> list[dict]:
                     "agree_error": 100.0 * agree, "agree_label": 100.0 * sum(h == m for h, m in pairs) / n,
                     "kappa": (agree - chance) / (1 - chance) if chance < 1 else float("nan")})
     return sorted(out, key=lambda r: (r["sample"], r["decoder"] == "all"))
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``hsd-lightning fidelity docs/results/e2e/runs/*``: add repetition, length and E2E slot error columns to
-    committed run summaries (``pages`` then shows them)."""
-    import argparse
-
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("runs", nargs="*", help="run folders (docs/results/<task>/runs/<run>) or folders above them")
-    p.add_argument("--data_dir", default=None, help="data root (default: $HSD_DATA_DIR, else the packaged sample)")
-    p.add_argument("--hand", default=None, metavar="JSONL",
-                   help="instead: the slot matcher's agreement with hand labels, e.g. "
-                        "docs/results/e2e/slot_errors_hand.jsonl (a Markdown table)")
-    args = p.parse_args(argv)
-    if args.hand:
-        from .metrics import format_table
-
-        cols = (("sample", "sample"), ("decoder", "decoder"), ("outputs", "outputs"), ("slots", "MR slots"),
-                ("ser_hand", "SER % (hand)"), ("ser_matcher", "SER % (matcher)"),
-                ("agree_error", "agree: error or not %"), ("agree_label", "agree: ok/missed/wrong %"),
-                ("kappa", "kappa (error or not)"))
-        print(format_table(hand_agreement(Path(args.hand)), cols))
-        return
-    if not args.runs:
-        p.error("give run folders, or --hand JSONL")
-    folders = sorted({s.parent for r in args.runs for s in ([Path(r) / "summary.csv"] if (Path(r) / "summary.csv")
-                      .is_file() else Path(r).rglob("summary.csv"))})
-    if not folders:
-        raise SystemExit(f"no run summary (summary.csv) in {args.runs}: give docs/results/<task>/runs/<run> folders")
-    for path in add_to_runs(folders, args.data_dir):
-        print(f"wrote {path}")
