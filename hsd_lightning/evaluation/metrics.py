@@ -133,7 +133,8 @@ TABLE_COLUMNS = (("decoder", "Decoder"), ("avg_layer", "Avg. Layer"), ("rouge1",
                  ("rougeL", "R-L"), ("pct_rougeL", "% vanilla R-L"), ("bleu1", "BLEU-1"), ("bertscore", "BERTScore"),
                  ("pct_bertscore", "% vanilla BERTScore"), ("ser", "SER %"), ("repeat3", "repeat-3 %"),
                  ("repeat1", "word twice %"), ("length_ratio", "length / vanilla"), ("agreement", "agree w/ vanilla %"),
-                 ("tokens_per_second", "tokens/s"), ("speedup", "speed-up"))
+                 ("tokens_per_second", "tokens/s"), ("speedup", "speed-up"), ("ideal_speedup", "FLOP-ideal"),
+                 ("of_ideal", "of ideal"))
 
 
 ONE_DECIMAL = ("pct_rougeL", "pct_bertscore", "ser", "repeat3", "repeat1")

@@ -38,7 +38,8 @@ def load_runs(folders: list[str]) -> list[dict]:
 
 def group_title(r: dict) -> str:
     """Runs are kept apart by dataset, model, the weights decoded (zero-shot / FT / skip-aware FT, and which
-    checkpoint) and beam width: only rows of one group are compared with each other."""
+    checkpoint), beam width and the split decoded (where the run records it): only rows of one group are compared
+    with each other."""
     ckpt = r.get("checkpoint")
     weights = r.get("training", "zero-shot")
     if ckpt and ckpt.startswith("adapter:"):
@@ -46,7 +47,9 @@ def group_title(r: dict) -> str:
     elif ckpt:  # runs/<name>/version_N/checkpoints/last.ckpt -> <name>/last.ckpt
         weights += f" ({Path(ckpt).parent.parent.parent.name}/{Path(ckpt).name})"
     beams = r.get("num_beams")
-    return f"{r.get('dataset')} / {r.get('model')} / {weights} / " + ("greedy" if beams == 1 else f"beam {beams}")
+    split = {"validation": "dev"}.get(r.get("split") or "", r.get("split"))
+    return (f"{r.get('dataset')} / {r.get('model')} / {weights} / " + ("greedy" if beams == 1 else f"beam {beams}")
+            + (f" / {split} split" if split else ""))
 
 
 def relative_to_vanilla(rows: list[dict]) -> None:
@@ -63,6 +66,11 @@ def relative_to_vanilla(rows: list[dict]) -> None:
                 r[pct] = 100.0 * r[key] / base[key]
         if base.get("mean_words") and r.get("mean_words") is not None:  # same inputs: mean length against vanilla's
             r["length_ratio"] = r["mean_words"] / base["mean_words"]
+        layer, head, L = r.get("flops_layer"), r.get("flops_head"), r.get("num_layers")
+        if layer and head and L and r.get("avg_layer"):  # what the layers skipped allow, the LM head counted
+            r["ideal_speedup"] = (L * layer + head) / (r["avg_layer"] * layer + head)
+            if r.get("speedup"):
+                r["of_ideal"] = r["speedup"] / r["ideal_speedup"]
 
 
 def build_rows(runs: list[dict]) -> dict[str, list[dict]]:
@@ -246,7 +254,8 @@ def main(argv=None):
     cols = ["dataset", "model", "training", "num_beams", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL",
             "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "ser", "slots_missed", "slots_wrong",
             "slots_added", "slots_total", "repeat3", "repeat1", "mean_words", "length_ratio", "agreement",
-            "tokens_per_second", "speedup", "examples", "empty_predictions", "t_max", "split", "checkpoint", "run"]
+            "tokens_per_second", "speedup", "ideal_speedup", "of_ideal", "examples", "empty_predictions", "t_max", "split",
+            "flops_layer", "flops_head", "num_layers", "checkpoint", "run"]
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

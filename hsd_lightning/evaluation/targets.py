@@ -8,11 +8,15 @@ Three checks, each per group of rows decoded from one set of weights at one beam
 * HSD beats SkipDecode at equal or lower depth: for each SkipDecode row, some HSD row with no more average layers
   must score higher on R-L and on BERTScore (rows with always-run layers are left out of both sides: they change
   the plan);
-* skip-aware fine-tuning costs vanilla decoding <= 3 % of the standard fine-tune's vanilla R-L (same task, beam).
+* skip-aware fine-tuning costs vanilla decoding <= 3 % of the standard fine-tune's vanilla R-L (same task, beam);
+* fidelity (issue 34), where a run has the fidelity columns (``hsd-lightning fidelity``): the HSD rows at their
+  depth keep >= 97 % of vanilla's R-L and BERTScore, have an E2E slot error rate <= 1.25x vanilla's, at most 2
+  points more outputs with a repeated trigram than vanilla, and a mean length within 5 % of vanilla's.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from .runs import PREDICTIONS, decoder_records, read_summary
 # (decoder, share of vanilla R-L and BERTScore to keep, most average layers as a share of L)
 DEPTH_TARGETS = [("hsd(s=1,min=0,max=10)", 95.0, 0.62), ("hsd(s=2,min=0,max=10)", 90.0, 0.50)]
 VANILLA_COST = 3.0  # % of the standard fine-tune's vanilla R-L that skip-aware training may cost
+# issue 34: the HSD rows against their own vanilla (same inputs): quality kept, SER ratio, extra repeats, length
+FIDELITY = {"keep": 97.0, "ser_ratio": 1.25, "repeat3_points": 2.0, "length": 0.05}
 
 
 def _num(x: str) -> float | None:
@@ -102,6 +108,31 @@ def vanilla_cost(groups: dict[str, list[dict]]) -> list[dict]:
     return out
 
 
+def fidelity_checks(groups: dict[str, list[dict]]) -> list[dict]:
+    out = []
+    for title, rows in groups.items():
+        base = _vanilla(rows)
+        if base is None or base.get("repeat3") is None:
+            continue
+        for name, _, depth in DEPTH_TARGETS:
+            r = next((r for r in rows if r["decoder"] == name), None)
+            if r is None or r.get("repeat3") is None:
+                continue
+            share = r["avg_layer"] / base["avg_layer"]
+            ser_ratio = r["ser"] / base["ser"] if _given(base.get("ser")) and _given(r.get("ser")) else None
+            length = r["mean_words"] / base["mean_words"] if base.get("mean_words") else None
+            checks = [share <= depth, r["pct_rougeL"] >= FIDELITY["keep"], r["pct_bertscore"] >= FIDELITY["keep"],
+                      r["repeat3"] <= base["repeat3"] + FIDELITY["repeat3_points"],
+                      length is not None and abs(length - 1) <= FIDELITY["length"]]
+            if ser_ratio is not None:  # E2E only
+                checks.append(ser_ratio <= FIDELITY["ser_ratio"])
+            out.append({"group": title, "decoder": name, "depth": share, "pct_rougeL": r["pct_rougeL"],
+                        "pct_bertscore": r["pct_bertscore"], "ser": r.get("ser"), "vanilla_ser": base.get("ser"),
+                        "ser_ratio": ser_ratio, "repeat3": r["repeat3"], "vanilla_repeat3": base["repeat3"],
+                        "length": length, "met": all(checks)})
+    return out
+
+
 def _inputs(row: dict, title: str) -> list[dict] | None:
     """The records of a group's vanilla row, from the predictions its report copied (None if not there). Two
     configs may draw different test subsets of one split (``shuffle_subset``): their means are not comparable; the
@@ -124,8 +155,12 @@ def _weights(title: str) -> str:
     return title.split(" / ")[2]
 
 
+def _given(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
 def _f(x, fmt="{:.1f}") -> str:
-    return "–" if x is None else fmt.format(x)
+    return fmt.format(x) if _given(x) else "–"
 
 
 def markdown(groups: dict[str, list[dict]]) -> str:
@@ -146,6 +181,16 @@ def markdown(groups: dict[str, list[dict]]) -> str:
            "|---|---|---|---|---|---|"]
     md += [f"| {c['group']} | {c['ft_group']} | {c['ft_rougeL']:.2f} | {c['rougeL']:.2f} | {c['cost']:.1f} | "
            f"{_verdict(c)} |" for c in vanilla_cost(groups)]
+    f = FIDELITY
+    md += ["", f"## Fidelity: what a reader notices (targets: >= {f['keep']:g} % R-L and BERTScore, SER <= "
+               f"{f['ser_ratio']:g}x vanilla, repeated-trigram outputs <= vanilla + {f['repeat3_points']:g} points, "
+               f"length within {100 * f['length']:g} %, at the depth above)\n",
+           "| weights | decoder | layers / L | % R-L | % BERTScore | SER % (vanilla) | SER / vanilla | repeat-3 % "
+           "(vanilla) | length / vanilla | |", "|---|---|---|---|---|---|---|---|---|---|"]
+    md += [f"| {c['group']} | {c['decoder']} | {c['depth']:.2f} | {_f(c['pct_rougeL'])} | {_f(c['pct_bertscore'])} | "
+           f"{_f(c['ser'])} ({_f(c['vanilla_ser'])}) | {_f(c['ser_ratio'], '{:.2f}')} | {_f(c['repeat3'])} "
+           f"({_f(c['vanilla_repeat3'])}) | {_f(c['length'], '{:.2f}')} | {yes[c['met']]} |"
+           for c in fidelity_checks(groups)]
     return "\n".join(md) + "\n"
 
 

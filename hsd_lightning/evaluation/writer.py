@@ -120,6 +120,7 @@ class PredictionScorer(BasePredictionWriter):
         scores.update(ordered)
         metrics = scores.compute()
         metrics["tokens_per_second_all_devices"] = all_devices_throughput(ordered)
+        metrics["flops_layer"], metrics["flops_head"] = step_cost(trainer.datamodule, pl_module, ordered)
         dec = pl_module.decoder
         self.metrics = {**self.run, "decoder_name": dec.name, "decoder_settings": dec.settings(),
                         "num_layers": pl_module.model.config.num_hidden_layers, "training": pl_module.training_kind,
@@ -158,6 +159,21 @@ def run_settings(trainer, pl_module) -> dict:
             "inputs": inputs,
             "num_beams": hp.num_beams, "max_new_tokens": hp.max_new_tokens, "t_max": pl_module.t_max,
             "generation_kwargs": dict(hp.generation_kwargs or {})}
+
+
+def step_cost(dm, pl_module, records: list[dict]) -> tuple[float, float]:
+    """FLOPs of one layer and of the LM head for one generated token at this run's mean decoding context (prompt +
+    half the output), from the model's shapes (``benchmark/flops.py``): a report's FLOP-ideal speed-up of a row is
+    ``(L * layer + head) / (avg_layer * layer + head)``."""
+    from ..benchmark.flops import step_flops
+
+    split = getattr(getattr(dm, "hparams", None), "predict_split", None)
+    prompt = 0.0
+    if split and hasattr(dm, "dataset_for"):
+        lengths = [len(p) for p in dm.dataset_for(split, "generate")["prompt_ids"]]
+        prompt = sum(lengths) / len(lengths) if lengths else 0.0
+    new = sum(r["generated_tokens"] for r in records) / max(len(records), 1)
+    return step_flops(pl_module.model.config, int(prompt + new / 2))
 
 
 def drop_partial_line(path: Path) -> None:
