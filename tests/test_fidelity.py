@@ -160,3 +160,16 @@ def test_fidelity_tool_adds_the_columns_to_a_committed_run(tmp_path):
     assert float(rows["hsd"]["slots_missed"]) == len(mr) and rows["hsd"]["split"] == "test"
     with pytest.raises(SystemExit, match="no run summary"):
         main([str(tmp_path / "nothing")])
+
+
+def test_flop_ideal_speedup_counts_the_lm_head():
+    """The report's FLOP-ideal of a row: (L * layer + head) / (avg_layer * layer + head), and the share of it the
+    measured speed-up reaches."""
+    rows = [{"decoder_name": "vanilla", "decoder": "vanilla", "avg_layer": 30.0, "tokens_per_second": 10.0,
+             "num_layers": 30, "flops_layer": 1.0, "flops_head": 8.0},
+            {"decoder_name": "hsd", "decoder": "hsd(s=1)", "avg_layer": 15.0, "tokens_per_second": 14.0,
+             "num_layers": 30, "flops_layer": 1.0, "flops_head": 8.0}]
+    relative_to_vanilla(rows)
+    assert rows[1]["ideal_speedup"] == pytest.approx(38 / 23)
+    assert rows[1]["of_ideal"] == pytest.approx(1.4 / (38 / 23))
+    assert rows[0]["ideal_speedup"] == pytest.approx(1.0)
