@@ -194,3 +194,39 @@ def test_self_distillation_mixes_label_loss_and_kl_to_the_full_model(tokenizer):
         torch.testing.assert_close(both.plan_loss(batch, vanilla), 0.5 * ce.plan_loss(batch, vanilla))
     with pytest.raises(ValueError, match="distill_weight=2"):
         CausalLMModule("tiny-gpt2", train_plans=plans, distill_weight=2)
+
+
+def test_unlikelihood_penalises_tokens_the_target_already_holds():
+    from hsd_lightning.models.module import unlikelihood
+
+    # one row: prompt (label -100) then targets a=1, b=2, a=1, c=3; logits at i predict labels[i + 1]
+    labels = torch.tensor([[-100, 1, 2, 1, 3]])
+    logits = torch.randn(1, 5, 5)
+    p = logits[0, :-1].softmax(-1)
+    # positions due to give 1 (nothing before), 2 (cand {1}), 1 (cand {2}: 1 is due), 3 (cand {1, 2})
+    want = torch.stack([torch.tensor(0.0), -torch.log(1 - p[1, 1]), -torch.log(1 - p[2, 2]),
+                        -torch.log(1 - p[3, 1]) - torch.log(1 - p[3, 2])]).mean()
+    torch.testing.assert_close(unlikelihood(logits, labels, torch.tensor([True])), want)
+    assert unlikelihood(logits, labels, torch.tensor([False])) == 0  # a vanilla row gets none
+
+
+def test_unlikelihood_joins_the_plan_loss_of_skipping_rows_only(tokenizer):
+    from hsd_lightning.models.module import unlikelihood
+
+    plans = [{"name": "vanilla"}, {"name": "hsd", "s": 1, "e_max": 2}]
+    batch, _ = _train_batch(tokenizer, PROMPTS[:2], [[11, 12, 11, 14], [21, 22, 23]])
+    torch.manual_seed(0)
+    ce = CausalLMModule("tiny-llama", max_new_tokens=8, train_plans=plans)
+    ul = CausalLMModule("tiny-llama", max_new_tokens=8, train_plans=plans, unlikelihood_weight=0.5)
+    ul.model.load_state_dict(ce.model.state_dict())
+    ce.model.eval(), ul.model.eval()
+    decs = [build_decoder("vanilla"), build_decoder("hsd", s=1, e_max=2)]
+    with torch.no_grad():
+        run = ul.plans.run_mask(decs, batch["labels"], 6)
+        with planned(ul.model, run):
+            logits = ul.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        extra = unlikelihood(logits, batch["labels"], torch.tensor([False, True]))
+        torch.testing.assert_close(ul.plan_loss(batch, decs), ce.plan_loss(batch, decs) + 0.5 * extra)
+    assert extra > 0
+    with pytest.raises(ValueError, match="unlikelihood_weight=-1"):
+        CausalLMModule("tiny-gpt2", train_plans=plans, unlikelihood_weight=-1)

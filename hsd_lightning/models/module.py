@@ -65,6 +65,10 @@ class CausalLMModule(L.LightningModule):
             step 0 and learning-rate schedule, which ``--ckpt_path`` (resume a run where it stopped) cannot give.
             Loaded when ``fit`` starts; a resumed run (``--ckpt_path last``) then restores its own weights over
             them, and ``predict`` never reads the file (the weights decoded are the checkpoint's).
+        unlikelihood_weight: with ``train_plans``, add ``w * UL`` to the loss of every row run under a skipping plan:
+            token-level unlikelihood (Welleck et al., 2020), ``-log(1 - p(c))`` summed over the candidates ``c`` =
+            the target tokens before this position other than the one due, averaged over target positions, so that
+            the plan learns not to steer back to what the text has already said (default 0: off).
     """
 
     def __init__(self, model_name_or_path: str = "tiny-gpt2", finetune: str = "full", lora_r: int = 16,
@@ -74,7 +78,8 @@ class CausalLMModule(L.LightningModule):
                  max_new_tokens: int = 64, generation_kwargs: dict[str, Any] | None = None,
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
                  val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
-                 lr_decay_steps: int = 0, all_plans_per_row: bool = False, init_weights: str | None = None):
+                 lr_decay_steps: int = 0, all_plans_per_row: bool = False, init_weights: str | None = None,
+                 unlikelihood_weight: float = 0.0):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
@@ -85,6 +90,10 @@ class CausalLMModule(L.LightningModule):
                              "a LoRA fine-tune, export its adapter and pass --model.adapter")
         if not 0.0 <= distill_weight <= 1.0:
             raise ValueError(f"distill_weight={distill_weight!r} must lie in [0, 1] (0 = labels only, 1 = teacher only)")
+        if not unlikelihood_weight >= 0.0:
+            raise ValueError(f"unlikelihood_weight={unlikelihood_weight!r} must be >= 0 (0 = off)")
+        if unlikelihood_weight and all_plans_per_row:
+            raise ValueError("unlikelihood_weight applies to one drawn plan per row; set all_plans_per_row=false")
         if not isinstance(lr_decay_steps, int) or lr_decay_steps < 0:
             raise ValueError(f"lr_decay_steps={lr_decay_steps!r} must be an integer >= 0 (0 = no decay)")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -162,9 +171,15 @@ class CausalLMModule(L.LightningModule):
         """Mean target-token loss with row b run under ``decoders[b]``'s layer plan (see ``decoding/plans.py``)."""
         run = self.plans.run_mask(decoders, batch["labels"], self.model.config.num_hidden_layers)
         w = self.hparams.distill_weight if self.training else 0.0
-        if not w:
+        ul = self.hparams.get("unlikelihood_weight", 0.0) if self.training else 0.0
+        if not w and not ul:
             with planned(self.model, run):
                 return self.model(**batch).loss
+        if not w:
+            with planned(self.model, run):
+                out = self.model(**batch)
+            skipping = torch.tensor([d.name != "vanilla" for d in decoders], device=out.logits.device)
+            return out.loss + ul * unlikelihood(out.logits, batch["labels"], skipping)
         with torch.no_grad():  # the teacher: the same weights, every layer
             teacher = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         with planned(self.model, run):
@@ -174,7 +189,11 @@ class CausalLMModule(L.LightningModule):
         student = out.logits[:, :-1][target].float().log_softmax(-1)
         ref = teacher[:, :-1][target].float().log_softmax(-1)
         kl = torch.nn.functional.kl_div(student, ref, log_target=True, reduction="batchmean")
-        return (1 - w) * out.loss + w * kl
+        loss = (1 - w) * out.loss + w * kl
+        if ul:
+            skipping = torch.tensor([d.name != "vanilla" for d in decoders], device=out.logits.device)
+            loss = loss + ul * unlikelihood(out.logits, batch["labels"], skipping)
+        return loss
 
     def training_step(self, batch, batch_idx):
         rows = batch["input_ids"].shape[0]
@@ -418,6 +437,25 @@ def _out_of_memory_hint(what: str, setting: str, now: int, more: str = ""):
             raise
         raise MemoryError(f"out of memory {what}; set --{setting} below {now} (e.g. {max(1, now // 2)}){more}") \
             from err
+
+
+def unlikelihood(logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Token-level unlikelihood over the target positions of ``rows`` (bool ``[B]``): at the position due to give
+    target token k, ``-log(1 - p(c))`` summed over the candidates c = the row's target tokens before k that are not
+    token k; the mean over those positions (0 when there are none). Written by hand: no library we use has it."""
+    logits, target = logits[:, :-1], labels[:, 1:]  # logits at i predict labels[i + 1]
+    mask = (target != -100) & rows[:, None]
+    if not mask.any():
+        return logits.sum() * 0.0
+    vocab = logits.shape[-1]
+    onehot = torch.nn.functional.one_hot(target.clamp(min=0), vocab).bool() & (target != -100)[..., None]
+    seen = onehot.cumsum(1, dtype=torch.int16).bool()  # tokens of the target up to and including position k
+    cand = torch.zeros_like(seen)
+    cand[:, 1:] = seen[:, :-1]  # strictly before k
+    cand &= ~onehot  # never the token due
+    probs = logits[mask].float().softmax(-1)
+    penalty = -torch.log((1 - probs).clamp(min=1e-5)) * cand[mask]
+    return penalty.sum(-1).mean()
 
 
 def _build_mixture(train_plans: list[dict[str, Any]], t_max: int) -> PlanMixture:
