@@ -29,29 +29,33 @@ from hsd_lightning.evaluation.agreement import plan_argmax
 BUCKETS = ((1, 5), (6, 10), (11, 20), (21, 30), (31, 99))
 
 
-def probe(model, decoder, prompts, conts, pad_id, t_max, eos_ids, batch=8):
-    stats = {"steps": 0, "wrong": 0, "copy": 0, "eos": 0, "copy_base": 0, "layers": 0}
-    by_t = {b: [0, 0, 0] for b in BUCKETS}  # steps, wrong, copy
+def probe(model, decoders, prompts, conts, pad_id, t_max, eos_ids, batch=8):
+    """Per decoder: totals (steps, wrong, copy, eos, copy_base, layers) and per step bucket [steps, wrong, copy]."""
+    L = model.config.num_hidden_layers
+    stats = {d.describe(): {"steps": 0, "wrong": 0, "copy": 0, "eos": 0, "copy_base": 0, "layers": 0} for d in decoders}
+    by_t = {d.describe(): {b: [0, 0, 0] for b in BUCKETS} for d in decoders}
     for s in range(0, len(prompts), batch):
         ps, cs = prompts[s:s + batch], conts[s:s + batch]
-        full = plan_argmax(model, build_decoder("vanilla"), ps, cs, pad_id, t_max)
-        plan = plan_argmax(model, decoder, ps, cs, pad_id, t_max)
-        for c, f, p in zip(cs, full, plan):
-            for k, (ft, pt) in enumerate(zip(f, p), start=1):  # token k of the continuation, step k
-                said = set(c[:k])
-                stats["steps"] += 1
-                stats["layers"] += len(decoder.layers_for_step(k, model.config.num_hidden_layers, t_max))
-                stats["copy_base"] += int(ft in said)
-                b = next(b for b in BUCKETS if b[0] <= k <= b[1])
-                by_t[b][0] += 1
-                if pt != ft:
-                    stats["wrong"] += 1
-                    by_t[b][1] += 1
-                    if ft in eos_ids:
-                        stats["eos"] += 1
-                    elif pt in said:
-                        stats["copy"] += 1
-                        by_t[b][2] += 1
+        full = plan_argmax(model, build_decoder("vanilla"), ps, cs, pad_id, t_max)  # once per batch
+        for dec in decoders:
+            st, bt = stats[dec.describe()], by_t[dec.describe()]
+            plan = plan_argmax(model, dec, ps, cs, pad_id, t_max)
+            for c, f, p in zip(cs, full, plan):
+                for k, (ft, pt) in enumerate(zip(f, p), start=1):  # token k of the continuation, step k
+                    said = set(c[:k])
+                    st["steps"] += 1
+                    st["layers"] += len(dec.layers_for_step(k, L, t_max))
+                    st["copy_base"] += int(ft in said)
+                    b = next(b for b in BUCKETS if b[0] <= k <= b[1])
+                    bt[b][0] += 1
+                    if pt != ft:
+                        st["wrong"] += 1
+                        bt[b][1] += 1
+                        if ft in eos_ids:
+                            st["eos"] += 1
+                        elif pt in said:
+                            st["copy"] += 1
+                            bt[b][2] += 1
     return stats, by_t
 
 
@@ -83,15 +87,16 @@ def main():
     print("| plan | layers / step | wrong token % | of the wrong: copy of a token said % | of the wrong: EOS missed % "
           "| wrong % by step 1-5 / 6-10 / 11-20 / 21-30 / 31+ | copy % of steps by step |")
     print("|---|---|---|---|---|---|---|")
+    decoders = [build_decoder(name, **kw) for name, kw in json.loads(args.rows)]
     with torch.no_grad():
-        for name, kw in json.loads(args.rows):
-            dec = build_decoder(name, **kw)
-            st, by_t = probe(model.model, dec, prompts, conts, dm.tokenizer.pad_token_id, t_max, eos_ids)
-            wrong = max(st["wrong"], 1)
-            print(f"| {dec.describe()} | {st['layers'] / st['steps']:.2f} of {L} | {100 * st['wrong'] / st['steps']:.1f} | "
-                  f"{100 * st['copy'] / wrong:.1f} | {100 * st['eos'] / wrong:.1f} | "
-                  + " / ".join(f"{100 * w / max(n, 1):.0f}" for n, w, _ in by_t.values()) + " | "
-                  + " / ".join(f"{100 * c / max(n, 1):.1f}" for n, _, c in by_t.values()) + " |")
+        stats, by_t = probe(model.model, decoders, prompts, conts, dm.tokenizer.pad_token_id, t_max, eos_ids)
+    for dec in decoders:
+        st, bt = stats[dec.describe()], by_t[dec.describe()]
+        wrong = max(st["wrong"], 1)
+        print(f"| {dec.describe()} | {st['layers'] / st['steps']:.2f} of {L} | {100 * st['wrong'] / st['steps']:.1f} | "
+              f"{100 * st['copy'] / wrong:.1f} | {100 * st['eos'] / wrong:.1f} | "
+              + " / ".join(f"{100 * w / max(n, 1):.0f}" for n, w, _ in bt.values()) + " | "
+              + " / ".join(f"{100 * c / max(n, 1):.1f}" for n, _, c in bt.values()) + " |")
     print(f"\nBase rate: full depth itself picks a token the output already holds at "
           f"{100 * st['copy_base'] / st['steps']:.1f} % of the steps (E2E texts reuse 'is', 'the', 'a', names).")
 
