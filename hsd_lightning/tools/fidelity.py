@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..evaluation.bootstrap import references_from_data
 from ..evaluation.fidelity import fidelity_counts, hand_agreement, summarise
+from ..evaluation.metrics import format_table
 from ..evaluation.runs import COLUMNS, PREDICTIONS, SUMMARY, read_predictions
 
 
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> None:
                 ("ser_hand", "SER % (hand)"), ("ser_matcher", "SER % (matcher)"),
                 ("agree_error", "agree: error or not %"), ("agree_label", "agree: ok/missed/wrong %"),
                 ("kappa", "kappa (error or not)"))
-        print("| " + " | ".join(h for _, h in cols) + " |\n|" + "---|" * len(cols))
-        for r in hand_agreement(Path(args.hand)):
-            print("| " + " | ".join(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k, _ in cols) + " |")
+        print(format_table(hand_agreement(Path(args.hand)), cols))
         return
     if not args.runs:
         p.error("give run folders, or --hand JSONL")
