@@ -142,6 +142,29 @@ def test_beam_search_and_sampling_run_and_stop(arch, batch, name, kw):
     assert torch.equal(s1.sequences, s2.sequences) and s1.new_tokens.shape == (3, 7)
 
 
+@pytest.mark.parametrize("name,kw", SKIPPERS + [("calm", dict(d=0.1))])
+def test_beams_share_one_prompt_pass_per_input_with_the_same_outputs(arch, batch, name, kw):
+    # share_prompt (the default with beams): the prompt but its last token runs for the 3 inputs, not 3 x 3 beam rows,
+    # and the padded batch decodes to the same tokens and layer counts as transformers' per-beam prompt pass
+    m = tiny_model(arch, sharp=True)
+    rows = []
+    hook = model_parts(m).backbone.register_forward_pre_hook(
+        lambda mod, args, kwargs: rows.append(tuple((args[0] if args else kwargs["input_ids"]).shape)), with_kwargs=True)
+    try:
+        args = dict(attention_mask=batch["attention_mask"], max_new_tokens=6, num_beams=3, eos_token_id=None)
+        shared = build_decoder(name, **kw).generate(m, batch["input_ids"], **args)
+        first_shared = rows[:2]
+        rows.clear()
+        per_beam = build_decoder(name, **kw).generate(m, batch["input_ids"], share_prompt=False, **args)
+    finally:
+        hook.remove()
+    B, P = batch["input_ids"].shape
+    assert first_shared == [(B, P - 1), (3 * B, 1)]  # the prefix once per input, then the last token per beam
+    assert rows[0] == (3 * B, P)  # transformers' way: the whole prompt for every beam
+    assert torch.equal(shared.sequences, per_beam.sequences)
+    assert torch.equal(shared.layers_per_token, per_beam.layers_per_token)
+
+
 def test_skip_decoder_beam_search_matches_generate_with_same_plan_when_nothing_skipped(batch):
     # e_max = L keeps every layer for t=1.. only if n(t) >= L-1: with e_min=e_max=L the skip machinery is a no-op
     m = tiny_model("tiny-llama")

@@ -114,6 +114,7 @@ class CausalLMModule(L.LightningModule):
                              "not set; set train_plans or drop all_plans_per_row")
         self.trained_t_max: int | None = None  # t_max a loaded skip-aware checkpoint was trained for
         self._t_max_warned: tuple | None = None
+        self._warmed_up = False  # one untimed decode per process before the first timed one (predict_step)
         self._rng_to_restore: dict | None = None  # RNG states of a checkpoint being resumed (see training/resume.py)
         self.training_kind = "zero-shot"  # of the weights decoded: zero-shot | FT | skip-aware FT (set on load)
         self.model = load_model(model_name_or_path, dtype=dtype).train()  # Lightning switches to eval for predict
@@ -386,9 +387,6 @@ class CausalLMModule(L.LightningModule):
         gen = dict(self.hparams.generation_kwargs or {})
         gen.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         gen.setdefault("eos_token_id", self.tokenizer.eos_token_id)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
         rows = batch["input_ids"].shape[0]
         beams = self.hparams.num_beams
         with _out_of_memory_hint(f"decoding a batch of {rows} inputs x {beams} beams",
@@ -396,11 +394,22 @@ class CausalLMModule(L.LightningModule):
                                  rows if rows > 1 else beams,
                                  "; the predictions written so far are kept and a rerun into the same output_dir "
                                  "resumes after them"):
+            if not self._warmed_up:
+                # The first decode of a process pays one-time costs (allocator growth, kernel selection for these
+                # shapes): without this, whichever decoder a sweep runs first is timed slower than it decodes. Two
+                # tokens of the first batch, untimed, once per process.
+                self._warmed_up = True
+                self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
+                                      max_new_tokens=min(2, self.hparams.max_new_tokens), num_beams=beams,
+                                      t_max=self.t_max, **gen)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
             out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                         max_new_tokens=self.hparams.max_new_tokens, num_beams=self.hparams.num_beams,
                                         t_max=self.t_max, **gen)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         texts = self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=True)
         lpt = out.layers_per_token.cpu()
