@@ -5,14 +5,14 @@
 #   test: a seeded sample of 400 of the 630 test MRs (the file is sorted by restaurant name: its first N are not a
 #         sample), decoded once, for the weights and settings the dev split chose.
 # Extra rows, never the fix: the same HSD rows with n-gram blocking (HF's no_repeat_ngram_size 3) as separate rows.
-#   ADAPTER=smollm2-e2e-skipaware-3200 bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
+#   ADAPTER=smollm2-e2e-skipaware-3400-seqkd bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
 # Every step resumes after a kill (the sweep skips finished inputs per decoder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/setup.sh
 PY=.venv/bin/python
 STEP=${1:-dev}
-ADAPTER=${ADAPTER:-smollm2-e2e-skipaware-3200}
+ADAPTER=${ADAPTER:-smollm2-e2e-skipaware-3400-seqkd}
 NAME=${NAME:-${ADAPTER#smollm2-e2e-}}
 CKPT=${CKPT:-}
 ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]'
