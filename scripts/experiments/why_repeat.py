@@ -12,7 +12,7 @@ by generation step (the HSD schedules drop layers as t grows), and for the same 
 (``always_run``): which layer's absence costs most. Prints a Markdown report.
 
     python scripts/experiments/why_repeat.py runs/results/e2e_dev/skipaware-3200_beam4 [--config configs/default.yaml]
-        [--data.init_args.predict_split validation ...]   (the sweep's own data settings)
+        [--model.adapter <the sweep's adapter>] [--data.init_args.predict_split validation ...]   (the sweep's settings)
 """
 from __future__ import annotations
 
