@@ -96,7 +96,7 @@ class Decoder:
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if cache is None and share_prompt and num_beams > 1 and input_ids.shape[1] > 1:
-            cache = prefill_prompt(model, parts, input_ids[:, :-1], attention_mask[:, :-1], num_beams)
+            cache = prefill_prompt(parts, input_ids[:, :-1], attention_mask[:, :-1], num_beams)
         cache = _as_skip_cache(cache, input_ids, num_beams, parts)
         trace_beams = self.per_row_depth and num_beams > 1
         if trace_beams:
@@ -134,7 +134,7 @@ class Decoder:
         return torch.stack(cols, dim=1)
 
 
-def prefill_prompt(model: nn.Module, parts: ModelParts, input_ids: torch.LongTensor, attention_mask: torch.Tensor,
+def prefill_prompt(parts: ModelParts, input_ids: torch.LongTensor, attention_mask: torch.Tensor,
                    repeats: int) -> SkipCache:
     """The prompt's K/V at every layer, computed once per input and repeated ``repeats`` times per row (beams of a
     prompt adjacent, as transformers expands them). Positions are those ``generate`` gives a padded prompt (the

@@ -406,7 +406,7 @@ class CausalLMModule(L.LightningModule):
                 torch.cuda.synchronize()
             start = time.perf_counter()
             out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
-                                        max_new_tokens=self.hparams.max_new_tokens, num_beams=self.hparams.num_beams,
+                                        max_new_tokens=self.hparams.max_new_tokens, num_beams=beams,
                                         t_max=self.t_max, **gen)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
