@@ -243,7 +243,14 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     [cost] = vanilla_cost(groups)
     assert cost["group"] == sa and cost["cost"] == pytest.approx(2.0) and cost["met"]
     assert cost["ft_group"] == "FT (ft/last.ckpt)"  # which standard fine-tune the cost is measured against
-    assert "| FT (ft/last.ckpt) | 50.00 | 49.00 | 2.0 | **met** |" in md
+    assert "| FT (ft/last.ckpt) | 50.00 | 49.00 | 2.0 | – | – | – | **met** |" in md
+    # with the E2E slot error rate on both vanilla rows, the cost also counts SER points: 1.0 added is met, 1.5 not
+    for ser, met in ((7.0, True), (7.5, False)):
+        g = {t: [dict(r) for r in rows] for t, rows in groups.items()}
+        for t, rows in g.items():
+            next(r for r in rows if r["decoder"] == "vanilla")["ser"] = ser if "skip-aware" in t else 6.0
+        [cost] = vanilla_cost(g)
+        assert cost["ser_added"] == pytest.approx(ser - 6.0) and cost["met"] is met
     # runs decoded on different test subsets (configs drawing them differently): their means are not compared
     import gzip
     for run, inputs in (("sa_beam4", ["a", "b", "c"]), ("ft_beam4", ["a", "b", "d"])):
@@ -253,6 +260,6 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     [cost] = vanilla_cost(load_groups(saved))
     assert cost["met"] is None and cost["shared_inputs"] == "2 of 3"
     targets_main([*saved, "--out", str(tmp_path / "targets.md")])
-    assert "| 2.0 | not comparable: other test inputs (2 of 3 shared;" in (tmp_path / "targets.md").read_text()
+    assert "| 2.0 | – | – | – | not comparable: other test inputs (2 of 3 shared;" in (tmp_path / "targets.md").read_text()
     with pytest.raises(SystemExit, match="no run summary at nope"):
         targets_main(["nope"])

@@ -6,6 +6,9 @@
 #         sample), decoded once, for the weights and settings the dev split chose.
 # Extra rows, never the fix: the same HSD rows with n-gram blocking (HF's no_repeat_ngram_size 3) as separate rows.
 #   ADAPTER=smollm2-e2e-skipaware-3400-seqkd bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
+# The baseline of the vanilla-cost target: the equal-budget standard LoRA fine-tune
+# (configs/experiments/e2e/smollm2_e2e_lora_3400.yaml, its last checkpoint), vanilla only, on the same MRs:
+#   bash scripts/experiments/e2e_fidelity.sh [dev_standard|test_standard]
 # Every step resumes after a kill (the sweep skips finished inputs per decoder).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,6 +24,8 @@ ARGS=(--config configs/default.yaml --model.adapter "$ADAPTER" --quiet)
 [[ -n $CKPT ]] && ARGS+=(--ckpt_path "$CKPT")
 DEV=(--data.init_args.predict_split validation --data.init_args.max_eval_samples 200 --data.init_args.shuffle_subset true)
 TEST=(--data.init_args.predict_split test --data.init_args.max_eval_samples 400 --data.init_args.shuffle_subset true)
+STANDARD=(--config configs/experiments/e2e/smollm2_e2e_lora_3400.yaml --quiet --decoders '[["vanilla",{}]]'
+          --ckpt_path "$(ls -t runs/smollm2_e2e_lora_3400/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)")
 BLOCK=(--model.generation_kwargs '{"no_repeat_ngram_size": 3}')
 case $STEP in
   dev)        $PY -m hsd_lightning sweep "${ARGS[@]}" "${DEV[@]}" --decoders "$ROWS" --out runs/results/e2e_dev/${NAME}_beam4 ;;
@@ -29,5 +34,7 @@ case $STEP in
   test)       $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" --decoders "$ROWS" --out runs/results/e2e_test/${NAME}_beam4 ;;
   test_block) $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" "${BLOCK[@]}" --decoders "$BLOCK_ROWS" --no_agreement \
                   --out runs/results/e2e_test/${NAME}_block3_beam4 ;;
+  dev_standard)  $PY -m hsd_lightning sweep "${STANDARD[@]}" "${DEV[@]}" --out runs/results/e2e_dev/lora-3400_beam4 ;;
+  test_standard) $PY -m hsd_lightning sweep "${STANDARD[@]}" "${TEST[@]}" --out runs/results/e2e_test/lora-3400_beam4 ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac
