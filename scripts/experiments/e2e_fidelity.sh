@@ -24,8 +24,12 @@ ARGS=(--config configs/default.yaml --model.adapter "$ADAPTER" --quiet)
 [[ -n $CKPT ]] && ARGS+=(--ckpt_path "$CKPT")
 DEV=(--data.init_args.predict_split validation --data.init_args.max_eval_samples 200 --data.init_args.shuffle_subset true)
 TEST=(--data.init_args.predict_split test --data.init_args.max_eval_samples 400 --data.init_args.shuffle_subset true)
-STANDARD=(--config configs/experiments/e2e/smollm2_e2e_lora_3400.yaml --quiet --decoders '[["vanilla",{}]]'
-          --ckpt_path "$(ls -t runs/smollm2_e2e_lora_3400/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)")
+standard() {  # the equal-budget standard LoRA's last checkpoint, vanilla only
+  local ckpt; ckpt=$(ls -t runs/smollm2_e2e_lora_3400/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+  [[ -n $ckpt ]] || { echo "no checkpoint under runs/smollm2_e2e_lora_3400; train it first: python main.py fit --config configs/experiments/e2e/smollm2_e2e_lora_3400.yaml --ckpt_path last" >&2; exit 2; }
+  $PY -m hsd_lightning sweep --config configs/experiments/e2e/smollm2_e2e_lora_3400.yaml --ckpt_path "$ckpt" --quiet \
+      --decoders '[["vanilla",{}]]' "$@"
+}
 BLOCK=(--model.generation_kwargs '{"no_repeat_ngram_size": 3}')
 case $STEP in
   dev)        $PY -m hsd_lightning sweep "${ARGS[@]}" "${DEV[@]}" --decoders "$ROWS" --out runs/results/e2e_dev/${NAME}_beam4 ;;
@@ -34,7 +38,7 @@ case $STEP in
   test)       $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" --decoders "$ROWS" --out runs/results/e2e_test/${NAME}_beam4 ;;
   test_block) $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" "${BLOCK[@]}" --decoders "$BLOCK_ROWS" --no_agreement \
                   --out runs/results/e2e_test/${NAME}_block3_beam4 ;;
-  dev_standard)  $PY -m hsd_lightning sweep "${STANDARD[@]}" "${DEV[@]}" --out runs/results/e2e_dev/lora-3400_beam4 ;;
-  test_standard) $PY -m hsd_lightning sweep "${STANDARD[@]}" "${TEST[@]}" --out runs/results/e2e_test/lora-3400_beam4 ;;
+  dev_standard)  standard "${DEV[@]}" --out runs/results/e2e_dev/lora-3400_beam4 ;;
+  test_standard) standard "${TEST[@]}" --out runs/results/e2e_test/lora-3400_beam4 ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac
