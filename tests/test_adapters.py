@@ -127,3 +127,41 @@ def test_export_command_of_a_run_continued_from_an_adapter(tmp_path, tokenizer, 
     ids = tokenizer("name[Aromi], food[Chinese]", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids).logits, cont.eval().model(ids).logits, atol=1e-3, rtol=1e-3)
+
+
+def test_widened_adapter_starts_where_the_adapter_left_off(tmp_path, tokenizer):
+    """``adapter_rank`` (capacity lever): the r=4 adapter widened to r=12 decodes exactly as before, keeps its saved
+    components, trains the new ones, and exports as an r=12 adapter that decodes like the trained module."""
+    mod = _lora()
+    with torch.no_grad():
+        for n, p in mod.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    export(mod, tmp_path / "r4", {})
+    narrow = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "r4")).eval()
+    wide = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "r4"), adapter_rank=12)
+    params = dict(wide.model.named_parameters())
+    name = next(n for n in params if n.endswith("q_proj.lora_A.default.weight"))
+    assert params[name].shape[0] == 12 and params[name.replace("lora_A", "lora_B")].shape[1] == 12
+    torch.testing.assert_close(params[name][:4], dict(narrow.model.named_parameters())[name])
+    assert params[name.replace("lora_A", "lora_B")][:, 4:].abs().sum() == 0 and params[name][4:].abs().sum() > 0
+    assert all(p.requires_grad for n, p in params.items() if "lora_" in n)
+    assert not any(p.requires_grad for n, p in params.items() if "lora_" not in n)
+    ids = tokenizer("name[Aromi], food[Chinese]", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval().model(ids).logits, narrow.model(ids).logits)
+    wide.train()
+    loss = wide.model(ids, labels=ids).loss
+    loss.backward()
+    assert params[name.replace("lora_A", "lora_B")].grad[:, 4:].abs().sum() > 0  # the new columns learn
+    with torch.no_grad():
+        params[name.replace("lora_A", "lora_B")].add_(0.05)
+    export(wide, tmp_path / "r12", {})
+    assert json.loads((tmp_path / "r12" / "adapter_config.json").read_text())["r"] == 12
+    loaded = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "r12")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(ids).logits, wide.eval().model(ids).logits, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match=r"^adapter_rank=2 is below the rank of adapter .r4. \(r=4\)"):
+        CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "r4"), adapter_rank=2)
+    with pytest.raises(ValueError, match="adapter_rank=8 widens a loaded adapter"):
+        CausalLMModule("tiny-llama", finetune="lora", adapter_rank=8)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
@@ -21,6 +22,49 @@ from ..training.shared_prompt import shared_prompt_losses
 from .loading import load_model, load_tokenizer
 
 log = logging.getLogger(__name__)
+
+
+def _wide_lora_config(folder, rank: int):
+    """The LoRA config of the adapter in ``folder`` widened to ``rank`` (see ``adapter_rank``), and its saved rank."""
+    from peft import LoraConfig
+
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    r, alpha = cfg["r"], cfg["lora_alpha"]
+    if rank < r:
+        raise ValueError(f"adapter_rank={rank} is below the rank of adapter {folder.name!r} (r={r}); give a rank "
+                         f">= {r}, or adapter_rank null to keep it")
+    if cfg.get("use_rslora") or cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+        raise ValueError(f"adapter {folder.name!r} uses rsLoRA or per-module ranks, which adapter_rank does not "
+                         "widen; set adapter_rank null")
+    return LoraConfig(r=rank, lora_alpha=alpha * rank / r, lora_dropout=cfg.get("lora_dropout", 0.0),
+                      target_modules=cfg["target_modules"], bias=cfg.get("bias", "none"), task_type="CAUSAL_LM"), r
+
+
+def _widened_adapter(model, folder, wide, r: int):
+    """``model`` with the LoRA adapter in ``folder`` (rank ``r``) loaded into the wider LoRA ``wide``. peft loads an
+    adapter only at its saved rank and has no call to grow one, so the wider LoRA is built with peft and the saved
+    A / B matrices are copied into its first ``r`` rows / columns (peft starts the rest of B at zero)."""
+    from peft import get_peft_model
+    from safetensors.torch import load_file
+
+    model = get_peft_model(model, wide)
+    params = dict(model.named_parameters())
+    saved = load_file(folder / "adapter_model.safetensors")
+    names = {k: k.replace(".lora_A.weight", ".lora_A.default.weight").replace(".lora_B.weight", ".lora_B.default.weight")
+             for k in saved}
+    lora = {n for n in params if ".lora_" in n}
+    if set(names.values()) != lora:
+        raise ValueError(f"adapter {folder.name!r} does not match the LoRA layers its config names "
+                         f"({len(set(names.values()) ^ lora)} weights differ); re-export it")
+    with torch.no_grad():
+        for key, name in names.items():
+            value = saved[key].to(params[name].dtype)
+            if ".lora_A." in name:
+                params[name][:r].copy_(value)  # (r, in): the new rows keep peft's random init
+            else:
+                params[name][:, :r].copy_(value)  # (out, r): the new columns are zero, so nothing changes yet
+                params[name][:, r:].zero_()
+    return model
 
 
 class CausalLMModule(L.LightningModule):
@@ -69,6 +113,10 @@ class CausalLMModule(L.LightningModule):
             token-level unlikelihood (Welleck et al., 2020), ``-log(1 - p(c))`` summed over the candidates ``c`` =
             the target tokens before this position other than the one due, averaged over target positions, so that
             the plan learns not to steer back to what the text has already said (default 0: off).
+        adapter_rank: with ``adapter``, widen the loaded LoRA adapter to this rank before training (more capacity
+            for a run that continues it): its ``r`` components are kept, the new ones start with ``B = 0`` (so the
+            model starts exactly where the adapter left it) and ``lora_alpha`` grows with the rank (``alpha / r``
+            kept). The exported adapter then has this rank. Default ``null``: the adapter's own rank.
     """
 
     def __init__(self, model_name_or_path: str = "tiny-gpt2", finetune: str = "full", lora_r: int = 16,
@@ -79,12 +127,16 @@ class CausalLMModule(L.LightningModule):
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
                  val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
                  lr_decay_steps: int = 0, all_plans_per_row: bool = False, init_weights: str | None = None,
-                 unlikelihood_weight: float = 0.0):
+                 unlikelihood_weight: float = 0.0, adapter_rank: int | None = None):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
         if adapter and finetune != "lora":
             raise ValueError(f"adapter={adapter!r} needs finetune=lora (an adapter is LoRA weights)")
+        if adapter_rank is not None and (not adapter or isinstance(adapter_rank, bool)
+                                         or not isinstance(adapter_rank, int) or adapter_rank < 1):
+            raise ValueError(f"adapter_rank={adapter_rank!r} widens a loaded adapter: give an integer >= 1 with "
+                             "--model.adapter, or adapter_rank null (a fresh LoRA takes --model.lora_r)")
         if init_weights and finetune != "full":
             raise ValueError(f"init_weights={init_weights!r} needs finetune=full (it loads every weight); to continue "
                              "a LoRA fine-tune, export its adapter and pass --model.adapter")
@@ -133,8 +185,12 @@ class CausalLMModule(L.LightningModule):
         from .adapters import read_record, resolve_adapter
 
         folder = resolve_adapter(adapter)
+        wide = _wide_lora_config(folder, self.hparams.adapter_rank) if self.hparams.adapter_rank else None
         try:
-            model = PeftModel.from_pretrained(model, folder, is_trainable=True)
+            if wide:
+                model = _widened_adapter(model, folder, *wide)
+            else:
+                model = PeftModel.from_pretrained(model, folder, is_trainable=True)
         except ValueError as err:  # peft: the adapter's target modules do not exist in this model
             raise ValueError(f"adapter {adapter!r} does not fit model {self.hparams.model_name_or_path!r} "
                              f"({type(model).__name__}): {str(err).splitlines()[0]}; use the model it was trained on "

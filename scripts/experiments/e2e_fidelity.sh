@@ -7,7 +7,7 @@
 # Extra rows, never the fix: the same HSD rows with n-gram blocking (HF's no_repeat_ngram_size 3) as separate rows.
 #   ADAPTER=smollm2-e2e-skipaware-3600-seqkd3200 bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
 # The baseline of the vanilla-cost target: the equal-budget standard LoRA fine-tune
-# (configs/experiments/e2e/smollm2_e2e_lora_3400.yaml, its last checkpoint), vanilla only, on the same MRs:
+# (configs/experiments/e2e/smollm2_e2e_lora_3808.yaml, its last checkpoint), vanilla only, on the same MRs:
 #   bash scripts/experiments/e2e_fidelity.sh [dev_standard|test_standard]
 # Every step resumes after a kill (the sweep skips finished inputs per decoder).
 set -euo pipefail
@@ -22,12 +22,14 @@ ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min"
 BLOCK_ROWS='[["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]'
 ARGS=(--config configs/default.yaml --model.adapter "$ADAPTER" --quiet)
 [[ -n $CKPT ]] && ARGS+=(--ckpt_path "$CKPT")
+# ADAPTER_RANK=<r>: a checkpoint of a stage that widened its adapter (model.adapter_rank, the capacity lever)
+[[ -n ${ADAPTER_RANK:-} ]] && ARGS+=(--model.adapter_rank "$ADAPTER_RANK")
 DEV=(--data.init_args.predict_split validation --data.init_args.max_eval_samples 200 --data.init_args.shuffle_subset true)
 TEST=(--data.init_args.predict_split test --data.init_args.max_eval_samples 400 --data.init_args.shuffle_subset true)
 standard() {  # the equal-budget standard LoRA's last checkpoint, vanilla only
-  local ckpt; ckpt=$(ls -t runs/smollm2_e2e_lora_3400/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
-  [[ -n $ckpt ]] || { echo "no checkpoint under runs/smollm2_e2e_lora_3400; train it first: python main.py fit --config configs/experiments/e2e/smollm2_e2e_lora_3400.yaml --ckpt_path last" >&2; exit 2; }
-  $PY -m hsd_lightning sweep --config configs/experiments/e2e/smollm2_e2e_lora_3400.yaml --ckpt_path "$ckpt" --quiet \
+  local ckpt; ckpt=$(ls -t runs/smollm2_e2e_lora_3808/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+  [[ -n $ckpt ]] || { echo "no checkpoint under runs/smollm2_e2e_lora_3808; train it first: python main.py fit --config configs/experiments/e2e/smollm2_e2e_lora_3808.yaml --ckpt_path last" >&2; exit 2; }
+  $PY -m hsd_lightning sweep --config configs/experiments/e2e/smollm2_e2e_lora_3808.yaml --ckpt_path "$ckpt" --quiet \
       --decoders '[["vanilla",{}]]' "$@"
 }
 BLOCK=(--model.generation_kwargs '{"no_repeat_ngram_size": 3}')
@@ -38,7 +40,7 @@ case $STEP in
   test)       $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" --decoders "$ROWS" --out runs/results/e2e_test/${NAME}_beam4 ;;
   test_block) $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" "${BLOCK[@]}" --decoders "$BLOCK_ROWS" --no_agreement \
                   --out runs/results/e2e_test/${NAME}_block3_beam4 ;;
-  dev_standard)  standard "${DEV[@]}" --out runs/results/e2e_dev/lora-3400_beam4 ;;
-  test_standard) standard "${TEST[@]}" --out runs/results/e2e_test/lora-3400_beam4 ;;
+  dev_standard)  standard "${DEV[@]}" --out runs/results/e2e_dev/lora-3808_beam4 ;;
+  test_standard) standard "${TEST[@]}" --out runs/results/e2e_test/lora-3808_beam4 ;;
   *) echo "unknown step $STEP" >&2; exit 2 ;;
 esac
