@@ -11,7 +11,7 @@ from hsd_lightning.models.adapters import packaged_adapters, read_record, resolv
 # the package ships one adapter, the main job's (3,400 steps: 600; +200; +400 at t_max 40, the last 200 annealed;
 # +400 so; +400; then three times +400 with HSD s=1 drawn for 2 of 5 rows; then +200 on its own full-depth outputs);
 # the chain's other stages are reproduced by scripts/experiments/e2e_smollm2.sh, not shipped
-ADAPTERS = ["smollm2-e2e-skipaware-3600-seqkd3200"]
+ADAPTERS = ["smollm2-e2e-skipaware-3808-seqkdall"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
 
