@@ -27,7 +27,7 @@ ARGS=(--config configs/default.yaml --model.adapter "$ADAPTER" --quiet)
 DEV=(--data.init_args.predict_split validation --data.init_args.max_eval_samples 200 --data.init_args.shuffle_subset true)
 TEST=(--data.init_args.predict_split test --data.init_args.max_eval_samples 400 --data.init_args.shuffle_subset true)
 standard() {  # the equal-budget standard LoRA's last checkpoint, vanilla only
-  local ckpt; ckpt=$(ls -t runs/smollm2_e2e_lora_3808/version_*/checkpoints/last.ckpt 2>/dev/null | head -1)
+  local ckpt; ckpt=$(ls -t runs/smollm2_e2e_lora_3808/version_*/checkpoints/last*.ckpt 2>/dev/null | head -1)  # a resumed run's last may be last-v1.ckpt
   [[ -n $ckpt ]] || { echo "no checkpoint under runs/smollm2_e2e_lora_3808; train it first: python main.py fit --config configs/experiments/e2e/smollm2_e2e_lora_3808.yaml --ckpt_path last" >&2; exit 2; }
   local want step; want=$(grep -oP '^  max_steps: \K[0-9]+' configs/experiments/e2e/smollm2_e2e_lora_3808.yaml)
   step=$($PY -c "import sys, torch; print(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['global_step'])" "$ckpt")

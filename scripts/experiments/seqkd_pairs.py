@@ -10,6 +10,12 @@ Writes one JSON object per line, ``{"mr": <MR>, "ref": <vanilla's output>}`` (th
 files), a copy of the E2E devset beside it (``validation.jsonl``, human references: the validation loss is
 unchanged), and prints how many outputs were usable and how many of them the slot matcher finds an error in (they
 are kept: the lever is "train the plans on what full depth says").
+
+``--honest`` keeps vanilla honest: an output in which the slot matcher finds a slot of the MR missed or wrong is
+replaced by a human reference of the same MR: the first of the training file's references with no slot error, else
+the first with none missed or wrong, else the first. An output that only *adds* a slot (nearly always "restaurant"
+for an MR without eatType) is kept: what the lever fixes is omissions. Self-distillation alone teaches full depth
+its own omissions (vanilla's SER rose 8.9 -> 11.6 % on test400).
 """
 from __future__ import annotations
 
@@ -34,10 +40,18 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", type=Path, help="predict output folder holding predictions*.jsonl")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--honest", action="store_true",
+                   help="replace outputs with a slot error by a slot-correct human reference of the same MR")
     args = p.parse_args(argv)
+    data = Path(os.environ.get("HSD_DATA_DIR", "data")) / "e2e"
+    references: dict[str, list[str]] = {}
+    if args.honest:
+        with (data / "trainset.csv").open(newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                references.setdefault(r["mr"], []).append(r["ref"])
     records = [json.loads(line) for f in sorted(args.run.glob("predictions*.jsonl"))
                for line in f.read_text().splitlines() if line.strip()]
-    rows, empty, with_error = [], 0, 0
+    rows, empty, with_error, replaced = [], 0, 0, 0
     for r in records:
         if not r["prediction"].strip():
             empty += 1
@@ -45,15 +59,24 @@ def main(argv=None) -> None:
         mr = source_of(r["prompt"])
         counts = slot_counts(parse_mr(mr), r["prediction"])
         with_error += bool(counts["missed"] or counts["wrong"] or counts["added"])
-        rows.append({"mr": mr, "ref": r["prediction"]})
+        target = r["prediction"]
+        if args.honest and (counts["missed"] or counts["wrong"]):
+            if mr not in references:
+                raise SystemExit(f"MR {mr!r} is not in {data / 'trainset.csv'}; --honest needs predictions of the train split")
+            slots = parse_mr(mr)
+            scored = [(slot_counts(slots, ref), ref) for ref in references[mr]]
+            target = next((ref for c, ref in scored if not (c["missed"] or c["wrong"] or c["added"])),
+                          next((ref for c, ref in scored if not (c["missed"] or c["wrong"])), references[mr][0]))
+            replaced += 1
+        rows.append({"mr": mr, "ref": target})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    dev = Path(os.environ.get("HSD_DATA_DIR", "data")) / "e2e" / "devset.csv"
-    with dev.open(newline="", encoding="utf-8") as f:
+    with (data / "devset.csv").open(newline="", encoding="utf-8") as f:
         dev_rows = [{"mr": r["mr"], "ref": r["ref"]} for r in csv.DictReader(f)]
     (args.out.parent / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in dev_rows))
     print(f"{len(rows)} pairs from {len(records)} outputs ({empty} empty left out) -> {args.out}; "
-          f"{with_error} of them with a slot error by the matcher")
+          f"{with_error} of them with a slot error by the matcher"
+          + (f"; {replaced} with a slot missed or wrong replaced by a human reference (--honest)" if args.honest else ""))
 
 
 if __name__ == "__main__":
