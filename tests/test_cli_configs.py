@@ -20,6 +20,8 @@ def _tiny_model_args(cfg: Path) -> list[str]:
     out = ["--model.train_plans", TINY_PLANS] if "train_plans:" in text else []
     out += ["--data.init_args.continuation_tokens", "8"] if "source_continuations:" in text else []  # 48-token sources
     out += ["--model.adapter_rank", "null"] if "adapter_rank:" in text else []  # widens an adapter: tests/test_adapters.py
+    # a frozen teacher of the real model: tests/test_skip_aware.py
+    out += ["--model.teacher_adapter", "null"] if "teacher_adapter:" in text else []
     return out + (["--model.adapter", "null"] if "adapter:" in text else [])
 
 

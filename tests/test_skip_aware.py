@@ -196,6 +196,53 @@ def test_self_distillation_mixes_label_loss_and_kl_to_the_full_model(tokenizer):
         CausalLMModule("tiny-gpt2", train_plans=plans, distill_weight=2)
 
 
+def test_teacher_adapter_is_a_frozen_full_depth_teacher_kept_out_of_checkpoints(tmp_path, tokenizer):
+    """``teacher_adapter``: the KL pulls every row, vanilla included, towards another adapter's full depth; the
+    teacher is loaded once, never trained, and never saved."""
+    from hsd_lightning.models.adapters import export
+
+    targets = ["q_proj", "v_proj"]
+    plans = [{"name": "hsd", "s": 1, "e_max": 2}]
+    lora = {"finetune": "lora", "lora_r": 4, "lora_alpha": 8, "lora_target_modules": targets, "max_new_tokens": 8}
+    torch.manual_seed(0)
+    teacher = CausalLMModule("tiny-llama", **lora)
+    with torch.no_grad():
+        for n, q in teacher.named_parameters():
+            if "lora_B" in n:
+                q.normal_(0, 0.5)
+    export(teacher, tmp_path / "teacher", {})
+    teacher = CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "teacher")).eval()  # as stored
+    mod = CausalLMModule("tiny-llama", **lora, train_plans=plans, distill_weight=0.5,
+                         teacher_adapter=str(tmp_path / "teacher"))
+    keys = set(mod.state_dict())
+    batch, _ = _train_batch(tokenizer, PROMPTS[:2], [[11, 12, 13, 14], [21, 22]])
+    for dec in ([build_decoder("hsd", s=1, e_max=2)] * 2, [build_decoder("vanilla")] * 2):
+        mod.model.eval()  # no dropout; plan_loss distils only while training
+        mod.training = True
+        with torch.no_grad():
+            loss = mod.plan_loss(batch, dec)
+            ce = mod.model(**batch).loss if dec[0].name == "vanilla" else None
+            run = mod.plans.run_mask(dec, batch["labels"], 6)
+            with planned(mod.model, run):
+                out = mod.model(**batch)
+            full = teacher.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        m = batch["labels"][:, 1:] != -100
+        p, q = full[:, :-1][m].log_softmax(-1), out.logits[:, :-1][m].log_softmax(-1)
+        kl = (p.exp() * (p - q)).sum(-1).mean()
+        assert kl > 1e-3  # another model's full depth: even the vanilla row has something to learn
+        torch.testing.assert_close(loss, 0.5 * out.loss + 0.5 * kl, atol=1e-5, rtol=1e-5)
+        if ce is not None:
+            torch.testing.assert_close(out.loss, ce)
+    assert set(mod.state_dict()) == keys  # the teacher is no submodule: not in checkpoints
+    trained = {id(q) for q in mod.parameters()}
+    assert not any(id(q) in trained or q.requires_grad for q in mod._teacher().parameters())
+    assert mod._teacher() is mod._teacher()  # loaded once
+    with pytest.raises(ValueError, match=r"^teacher_adapter='t' is the teacher of the distillation loss"):
+        CausalLMModule("tiny-llama", train_plans=plans, teacher_adapter="t")
+    with pytest.raises(ValueError, match=r"^teacher_adapter='t' applies to one drawn plan per row"):
+        CausalLMModule("tiny-llama", train_plans=plans, distill_weight=0.5, teacher_adapter="t", all_plans_per_row=True)
+
+
 def test_unlikelihood_penalises_tokens_the_target_already_holds():
     from hsd_lightning.models.module import unlikelihood
 

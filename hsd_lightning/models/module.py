@@ -117,6 +117,10 @@ class CausalLMModule(L.LightningModule):
             for a run that continues it): its ``r`` components are kept, the new ones start with ``B = 0`` (so the
             model starts exactly where the adapter left it) and ``lora_alpha`` grows with the rank (``alpha / r``
             kept). The exported adapter then has this rank. Default ``null``: the adapter's own rank.
+        teacher_adapter: with ``distill_weight > 0``, the KL's full-depth teacher is this LoRA adapter on the same
+            base model, frozen (e.g. a standard fine-tune that drops fewer slots), instead of the trained weights
+            themselves: every row, the vanilla one included, is pulled towards it. Loaded when training starts,
+            kept out of checkpoints and the optimizer; costs one extra forward pass per step. Default ``null``.
     """
 
     def __init__(self, model_name_or_path: str = "tiny-gpt2", finetune: str = "full", lora_r: int = 16,
@@ -127,7 +131,8 @@ class CausalLMModule(L.LightningModule):
                  t_max: int | None = None, train_plans: list[dict[str, Any]] | None = None, plan_seed: int = 0,
                  val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
                  lr_decay_steps: int = 0, all_plans_per_row: bool = False, init_weights: str | None = None,
-                 unlikelihood_weight: float = 0.0, adapter_rank: int | None = None):
+                 unlikelihood_weight: float = 0.0, adapter_rank: int | None = None,
+                 teacher_adapter: str | None = None):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
@@ -142,6 +147,12 @@ class CausalLMModule(L.LightningModule):
                              "a LoRA fine-tune, export its adapter and pass --model.adapter")
         if not 0.0 <= distill_weight <= 1.0:
             raise ValueError(f"distill_weight={distill_weight!r} must lie in [0, 1] (0 = labels only, 1 = teacher only)")
+        if teacher_adapter and not (distill_weight and train_plans):
+            raise ValueError(f"teacher_adapter={teacher_adapter!r} is the teacher of the distillation loss: set "
+                             "model.distill_weight > 0 and model.train_plans, or teacher_adapter null")
+        if teacher_adapter and all_plans_per_row:
+            raise ValueError(f"teacher_adapter={teacher_adapter!r} applies to one drawn plan per row; set "
+                             "all_plans_per_row=false")
         if not unlikelihood_weight >= 0.0:
             raise ValueError(f"unlikelihood_weight={unlikelihood_weight!r} must be >= 0 (0 = off)")
         if unlikelihood_weight and all_plans_per_row:
@@ -237,8 +248,8 @@ class CausalLMModule(L.LightningModule):
                 out = self.model(**batch)
             skipping = torch.tensor([d.name != "vanilla" for d in decoders], device=out.logits.device)
             return out.loss + ul * unlikelihood(out.logits, batch["labels"], skipping)
-        with torch.no_grad():  # the teacher: the same weights, every layer
-            teacher = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with torch.no_grad():  # the teacher: the same weights (or model.teacher_adapter's), every layer
+            teacher = self._teacher()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         with planned(self.model, run):
             out = self.model(**batch)
         # next-token targets: logits at position i predict labels[i + 1] (as transformers' own loss shifts them)
@@ -251,6 +262,23 @@ class CausalLMModule(L.LightningModule):
             skipping = torch.tensor([d.name != "vanilla" for d in decoders], device=out.logits.device)
             loss = loss + ul * unlikelihood(out.logits, batch["labels"], skipping)
         return loss
+
+    def _teacher(self):
+        """The full-depth model whose distribution the distillation loss pulls towards: the trained model itself,
+        or a frozen copy of the base with ``teacher_adapter`` (loaded once, on first use)."""
+        name = self.hparams.get("teacher_adapter")
+        if not name:
+            return self.model
+        if self.__dict__.get("_frozen_teacher") is None:
+            from peft import PeftModel
+
+            from .adapters import resolve_adapter
+
+            base = load_model(self.hparams.model_name_or_path, dtype=self.hparams.dtype)
+            teacher = PeftModel.from_pretrained(base, resolve_adapter(name)).eval().requires_grad_(False)
+            # a plain attribute, not a submodule: kept out of state_dict, checkpoints and the optimizer
+            self.__dict__["_frozen_teacher"] = teacher.to(self.device)
+        return self.__dict__["_frozen_teacher"]
 
     def training_step(self, batch, batch_idx):
         rows = batch["input_ids"].shape[0]
