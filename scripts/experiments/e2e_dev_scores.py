@@ -15,7 +15,7 @@ from pathlib import Path
 
 def rows(folder: Path) -> dict[str, dict[str, float]]:
     with (folder / "summary.csv").open(newline="") as f:
-        return {r["decoder"]: {k: float(r[k]) for k in ("rougeL", "ser", "repeat3", "avg_layer", "length_ratio")}
+        return {r["decoder"]: {k: float(r[k]) for k in ("rougeL", "ser", "repeat3")}
                 for r in csv.DictReader(f)}
 
 

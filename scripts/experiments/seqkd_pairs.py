@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     p.add_argument("run", type=Path, help="predict output folder holding predictions*.jsonl")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--honest", action="store_true",
-                   help="replace outputs with a slot error by a slot-correct human reference of the same MR")
+                   help="replace outputs with a slot missed or wrong by a slot-correct human reference of the same MR")
     args = p.parse_args(argv)
     data = Path(os.environ.get("HSD_DATA_DIR", "data")) / "e2e"
     references: dict[str, list[str]] = {}
@@ -57,13 +57,13 @@ def main(argv=None) -> None:
             empty += 1
             continue
         mr = source_of(r["prompt"])
-        counts = slot_counts(parse_mr(mr), r["prediction"])
+        slots = parse_mr(mr)
+        counts = slot_counts(slots, r["prediction"])
         with_error += bool(counts["missed"] or counts["wrong"] or counts["added"])
         target = r["prediction"]
         if args.honest and (counts["missed"] or counts["wrong"]):
             if mr not in references:
                 raise SystemExit(f"MR {mr!r} is not in {data / 'trainset.csv'}; --honest needs predictions of the train split")
-            slots = parse_mr(mr)
             scored = [(slot_counts(slots, ref), ref) for ref in references[mr]]
             target = next((ref for c, ref in scored if not (c["missed"] or c["wrong"] or c["added"])),
                           next((ref for c, ref in scored if not (c["missed"] or c["wrong"])), references[mr][0]))
