@@ -165,3 +165,49 @@ def test_widened_adapter_starts_where_the_adapter_left_off(tmp_path, tokenizer):
         CausalLMModule("tiny-llama", finetune="lora", adapter=str(tmp_path / "r4"), adapter_rank=2)
     with pytest.raises(ValueError, match="adapter_rank=8 widens a loaded adapter"):
         CausalLMModule("tiny-llama", finetune="lora", adapter_rank=8)
+
+
+def test_predict_folds_the_adapter_into_the_weights_and_fit_takes_it_out(tmp_path, fixture_dir):
+    """Predict decodes with the LoRA folded in (one matrix product per linear layer): the same tokens as the unfolded
+    adapter, every decoder of one process reads the same folded weights, and fit trains the adapter unfolded again
+    (a folded layer ignores its adapter, so training would change nothing the forward pass reads)."""
+    import lightning as L
+
+    from hsd_lightning.data import E2EDataModule
+    from hsd_lightning.decoding import build_decoder
+
+    def module(merge):
+        torch.manual_seed(0)
+        mod = _lora(max_new_tokens=6, merge_lora=merge)
+        with torch.no_grad():
+            for n, p in mod.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+        return mod
+
+    def predict(mod, decoder):
+        mod.use_decoder(build_decoder(**decoder))
+        dm = E2EDataModule(tokenizer="tiny-llama", data_dir=str(fixture_dir), max_eval_samples=4, eval_batch_size=2)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)
+        return [r["token_ids"] for batch in trainer.predict(mod, datamodule=dm) for r in batch]
+
+    folded, unfolded = module(True), module(False)
+    base = {n: p.detach().clone() for n, p in folded.named_parameters() if "base_layer" in n}
+    for decoder in ({"name": "vanilla"}, {"name": "hsd", "s": 1, "e_max": 2}):
+        assert predict(folded, decoder) == predict(unfolded, decoder)
+        assert folded.lora_merged() and not unfolded.lora_merged()
+    changed = [n for n, p in folded.named_parameters() if "base_layer" in n and not torch.equal(p, base[n])]
+    assert len(changed) == len(base)  # folded: every adapted layer's base weight holds W + B A
+
+    dm = E2EDataModule(tokenizer="tiny-llama", data_dir=str(fixture_dir), max_train_samples=4, batch_size=2)
+    L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+              enable_checkpointing=False, max_steps=1, limit_val_batches=0, default_root_dir=tmp_path).fit(folded, dm)
+    assert not folded.lora_merged()
+    for n, p in folded.named_parameters():  # back to the base weights, up to the rounding of W + B A - B A
+        if n in base:
+            torch.testing.assert_close(p, base[n], atol=1e-6, rtol=0)
+    loaded = module(True)
+    loaded.set_lora_merged(True)
+    loaded.load_state_dict({n: p for n, p in unfolded.state_dict().items() if "lora_" in n})  # unfolds first
+    assert not loaded.lora_merged()

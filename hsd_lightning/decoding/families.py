@@ -22,7 +22,8 @@ def _get(obj, dotted: str):
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers causal LM inside a peft wrapper (LoRA stays unmerged; its layers are used as they are)."""
+    """The transformers causal LM inside a peft wrapper; its LoRA layers are used as peft has them (predict folds
+    them into the base weights first: ``CausalLMModule(merge_lora=True)``)."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 

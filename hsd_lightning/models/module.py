@@ -121,6 +121,11 @@ class CausalLMModule(L.LightningModule):
             base model, frozen (e.g. a standard fine-tune that drops fewer slots), instead of the trained weights
             themselves: every row, the vanilla one included, is pulled towards it. Loaded when training starts,
             kept out of checkpoints and the optimizer; costs one extra forward pass per step. Default ``null``.
+        merge_lora: with ``finetune: lora``, predict and test fold the adapter into the base weights first (peft's
+            ``merge_adapter``): every linear layer then costs one matrix product instead of three, and the prompt
+            pass, which runs every layer for every decoder, costs what the base model costs. The tokens are those of
+            the unmerged adapter up to float rounding. ``fit`` unfolds it again (``unmerge_adapter``) before training.
+            Default ``true``; ``false`` decodes through the unmerged adapter.
     """
 
     def __init__(self, model_name_or_path: str = "tiny-gpt2", finetune: str = "full", lora_r: int = 16,
@@ -132,7 +137,7 @@ class CausalLMModule(L.LightningModule):
                  val_plans: bool = True, adapter: str | None = None, distill_weight: float = 0.0,
                  lr_decay_steps: int = 0, all_plans_per_row: bool = False, init_weights: str | None = None,
                  unlikelihood_weight: float = 0.0, adapter_rank: int | None = None,
-                 teacher_adapter: str | None = None):
+                 teacher_adapter: str | None = None, merge_lora: bool = True):
         super().__init__()
         if finetune not in ("full", "lora"):
             raise ValueError(f"finetune={finetune!r}; use 'full' or 'lora'")
@@ -378,6 +383,7 @@ class CausalLMModule(L.LightningModule):
         """LoRA checkpoints hold exactly the adapter weights: every adapter weight must be there and nothing else
         (a full-FT checkpoint or another LoRA layout would otherwise load nothing, silently)."""
         if self.hparams.finetune == "lora":
+            self.set_lora_merged(False)  # weights folded from the adapter being replaced would stay in the base weights
             want = {n for n, p in self.named_parameters() if p.requires_grad}
             have = set(state_dict)
             missing, unexpected = sorted(want - have), sorted(have - want)
@@ -443,10 +449,30 @@ class CausalLMModule(L.LightningModule):
     def on_predict_start(self):
         self.check_finite_weights()
         self.check_t_max()
+        self.set_lora_merged(self.hparams.get("merge_lora", True))
 
     def on_test_start(self):
         self.check_finite_weights()
         self.check_t_max()
+        self.set_lora_merged(self.hparams.get("merge_lora", True))
+
+    def on_fit_start(self):
+        self.set_lora_merged(False)  # training updates the adapter, which a merged layer would not read
+
+    def lora_merged(self) -> bool:
+        """Whether the LoRA adapter is folded into the base weights (peft marks each layer it merged)."""
+        return any(getattr(m, "merged", False) for m in self.model.modules() if hasattr(m, "merged_adapters"))
+
+    def set_lora_merged(self, merge: bool) -> None:
+        """Fold the LoRA adapter into the base weights (``merge=True``) or take it out again; nothing to do for a
+        full fine-tune or when it already is as asked. It stays merged across the predict runs of one process (a
+        sweep), so every decoder reads the same folded weights and no merge/unmerge rounding builds up."""
+        if self.hparams.finetune != "lora" or self.lora_merged() == merge:
+            return
+        if merge:
+            self.model.merge_adapter()
+        else:
+            self.model.unmerge_adapter()
 
     def check_finite_weights(self) -> None:
         """Weights holding NaN/inf (a diverged fit) decode to noise such as "!!!!": refuse them with one line."""
