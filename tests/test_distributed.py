@@ -34,12 +34,13 @@ def _main(args: list[str]) -> None:
 
 
 def _read(folder: Path) -> tuple[list[dict], dict]:
-    """Predictions and metrics without what differs by machine or by rank: timings and the rank field."""
+    """Predictions and metrics without what differs by machine, rank or batching: timings, forward passes (an input's
+    share of its batch's) and the rank field."""
     recs = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
     for r in recs:
-        r.pop("rank"), r.pop("generation_seconds")
+        r.pop("rank"), r.pop("generation_seconds"), r.pop("forward_passes")
     metrics = json.loads((folder / "metrics.json").read_text())
-    return recs, {k: v for k, v in metrics.items() if "per_second" not in k}
+    return recs, {k: v for k, v in metrics.items() if "per_second" not in k and "per_pass" not in k}
 
 
 def test_ddp_predict_and_test_equal_the_single_process_run(tmp_path, fixture_dir):

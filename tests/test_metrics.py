@@ -263,3 +263,47 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     assert "| 2.0 | – | – | – | not comparable: other test inputs (2 of 3 shared;" in (tmp_path / "targets.md").read_text()
     with pytest.raises(SystemExit, match="no run summary at nope"):
         targets_main(["nope"])
+
+
+def test_forward_passes_are_counted_per_batch_and_give_the_speed_up_per_pass(tmp_path, fixture_dir):
+    """Each record carries its share of its batch's forward passes of the layer stack (prompt pass + one per step).
+    Greedy decoding steps until the longest output of the batch ends, so the shares of a batch add up to its longest
+    output, under every decoder; the metrics divide seconds by passes, and the report turns that into a speed-up
+    per pass against vanilla (and its fraction of the FLOP-ideal)."""
+    import lightning as L
+
+    from hsd_lightning.data import E2EDataModule
+    from hsd_lightning.decoding import build_decoder
+    from hsd_lightning.evaluation.report import relative_to_vanilla
+    from hsd_lightning.models.module import CausalLMModule
+
+    mod = CausalLMModule("tiny-llama", num_beams=1, max_new_tokens=7)
+    rows = []
+    for settings in ({"name": "vanilla"}, {"name": "hsd", "s": 1, "e_max": 2}, {"name": "skipdecode", "e_min": 1,
+                                                                                "e_max": 3}, {"name": "calm", "d": 0.1}):
+        mod.use_decoder(build_decoder(**settings))
+        dm = E2EDataModule(tokenizer="tiny-llama", data_dir=str(fixture_dir), max_eval_samples=5, eval_batch_size=3)
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path)
+        batches = trainer.predict(mod, datamodule=dm)
+        assert [len(b) for b in batches] == [3, 2]
+        for batch in batches:
+            assert sum(r["forward_passes"] for r in batch) == pytest.approx(max(r["generated_tokens"] for r in batch))
+        records = [r for b in batches for r in b]
+        scores = GenerationScores(bertscore=False)
+        scores.update(records)
+        out = scores.compute()
+        passes = sum(max(r["generated_tokens"] for r in b) for b in batches)
+        assert out["seconds_per_pass"] == pytest.approx(sum(r["generation_seconds"] for r in records) / passes)
+        rows.append({"decoder": settings["name"], "decoder_name": settings["name"], **out, "flops_layer": 1.0,
+                     "flops_head": 1.0, "num_layers": 4})
+    older = [dict(r) for r in records]  # predictions written before passes were counted: no number, not a zero
+    for r in older:
+        del r["forward_passes"]
+    scores = GenerationScores(bertscore=False)
+    scores.update(older)
+    assert math.isnan(scores.compute()["seconds_per_pass"])
+    relative_to_vanilla(rows)
+    hsd = rows[1]
+    assert hsd["pass_speedup"] == pytest.approx(rows[0]["seconds_per_pass"] / hsd["seconds_per_pass"])
+    assert hsd["pass_of_ideal"] == pytest.approx(hsd["pass_speedup"] / hsd["ideal_speedup"])

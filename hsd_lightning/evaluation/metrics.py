@@ -65,6 +65,8 @@ class GenerationScores(torch.nn.Module):
         self.passes = SumMetric(**local)
         self.tokens = SumMetric(**local)
         self.seconds = SumMetric(**local)
+        self.forward_passes = SumMetric(**local)
+        self.timed_passes = SumMetric(**local)  # records that count their forward passes (older ones do not)
         self.count = SumMetric(**local)
         self.empty_predictions = SumMetric(**local)
         self.scored = SumMetric(**local)  # inputs with a reference: the quality scores are over these
@@ -102,6 +104,9 @@ class GenerationScores(torch.nn.Module):
             self.passes.update(max(len(lpt) - 1, 0))
             self.tokens.update(r["generated_tokens"])
             self.seconds.update(r["generation_seconds"])
+            if r.get("forward_passes") is not None:
+                self.forward_passes.update(r["forward_passes"])
+                self.timed_passes.update(1)
             self.count.update(1)
             self.empty_predictions.update(int(not r["prediction"].strip()))
             self.fidelity.append(fidelity_counts(r))
@@ -122,6 +127,10 @@ class GenerationScores(torch.nn.Module):
             "bertscore": 100 * float(self.bert_f1.compute()) if self.use_bertscore and scored else nan,
             "scored_examples": scored,
             "tokens_per_second": float(self.tokens.compute()) / secs if secs else math.nan,
+            # seconds per forward pass of the layer stack, over the batches decoded (when every record counts them)
+            "seconds_per_pass": (secs / float(self.forward_passes.compute())
+                                 if secs and float(self.timed_passes.compute()) == float(self.count.compute())
+                                 and float(self.forward_passes.compute()) else math.nan),
             "generated_tokens": float(self.tokens.compute()), "examples": float(self.count.compute()),
             "empty_predictions": float(self.empty_predictions.compute()),
             **summarise(self.fidelity),
@@ -134,7 +143,7 @@ TABLE_COLUMNS = (("decoder", "Decoder"), ("avg_layer", "Avg. Layer"), ("rouge1",
                  ("pct_bertscore", "% vanilla BERTScore"), ("ser", "SER %"), ("repeat3", "repeat-3 %"),
                  ("repeat1", "word twice %"), ("length_ratio", "length / vanilla"), ("agreement", "agree w/ vanilla %"),
                  ("tokens_per_second", "tokens/s"), ("speedup", "speed-up"), ("ideal_speedup", "FLOP-ideal"),
-                 ("of_ideal", "of ideal"))
+                 ("of_ideal", "of ideal"), ("pass_speedup", "speed-up per pass"), ("pass_of_ideal", "of ideal per pass"))
 
 
 ONE_DECIMAL = ("pct_rougeL", "pct_bertscore", "ser", "repeat3", "repeat1")

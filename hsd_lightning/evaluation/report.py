@@ -52,6 +52,13 @@ def group_title(r: dict) -> str:
             + (f" / {split} split" if split else ""))
 
 
+def _finite(v) -> bool:
+    try:
+        return v not in (None, "") and math.isfinite(float(v)) and float(v) > 0
+    except (TypeError, ValueError):
+        return False
+
+
 def relative_to_vanilla(rows: list[dict]) -> None:
     """Speed-up, % of vanilla R-L / BERTScore and length / vanilla against the vanilla row of the same list (when
     there is one)."""
@@ -71,6 +78,11 @@ def relative_to_vanilla(rows: list[dict]) -> None:
             r["ideal_speedup"] = (L * layer + head) / (r["avg_layer"] * layer + head)
             if r.get("speedup"):
                 r["of_ideal"] = r["speedup"] / r["ideal_speedup"]
+        if _finite(base.get("seconds_per_pass")) and _finite(r.get("seconds_per_pass")):
+            # per forward pass of the layer stack: the speed-up a step gives, whatever steps beam search runs on
+            r["pass_speedup"] = base["seconds_per_pass"] / r["seconds_per_pass"]
+            if r.get("ideal_speedup"):
+                r["pass_of_ideal"] = r["pass_speedup"] / r["ideal_speedup"]
 
 
 def build_rows(runs: list[dict]) -> dict[str, list[dict]]:
@@ -254,8 +266,9 @@ def main(argv=None):
     cols = ["dataset", "model", "training", "num_beams", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL",
             "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "ser", "slots_missed", "slots_wrong",
             "slots_added", "slots_total", "repeat3", "repeat1", "mean_words", "length_ratio", "agreement",
-            "tokens_per_second", "speedup", "ideal_speedup", "of_ideal", "examples", "empty_predictions", "t_max", "split",
-            "flops_layer", "flops_head", "num_layers", "checkpoint", "run"]
+            "tokens_per_second", "speedup", "ideal_speedup", "of_ideal", "seconds_per_pass", "pass_speedup",
+            "pass_of_ideal", "examples", "empty_predictions", "t_max", "split", "flops_layer", "flops_head", "num_layers",
+            "checkpoint", "run"]
     with (out / "report.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

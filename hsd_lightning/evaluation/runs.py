@@ -22,8 +22,9 @@ PREDICTIONS = "predictions.jsonl.gz"
 COLUMNS = ["dataset", "model", "training", "num_beams", "decoder", "avg_layer", "rouge1", "rouge2", "rougeL",
            "pct_rougeL", "bleu1", "bleu4", "bertscore", "pct_bertscore", "ser", "slots_missed", "slots_wrong",
            "slots_added", "slots_total", "repeat3", "repeat1", "mean_words", "length_ratio", "agreement",
-           "tokens_per_second", "speedup", "ideal_speedup", "of_ideal", "examples", "empty_predictions", "t_max", "split",
-           "flops_layer", "flops_head", "num_layers", "checkpoint"]
+           "tokens_per_second", "speedup", "ideal_speedup", "of_ideal", "seconds_per_pass", "pass_speedup",
+           "pass_of_ideal", "examples", "empty_predictions", "t_max", "split", "flops_layer", "flops_head", "num_layers",
+           "checkpoint"]
 
 
 def run_name(row: dict) -> str:

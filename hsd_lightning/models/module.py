@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..decoding import Decoder, Vanilla, build_decoder
+from ..decoding.families import model_parts
 from ..decoding.plans import PlanMixture, planned
 from ..families import family
 from ..training.checkpoint import read_checkpoint
@@ -512,14 +513,22 @@ class CausalLMModule(L.LightningModule):
                 self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                       max_new_tokens=min(2, self.hparams.max_new_tokens), num_beams=beams,
                                       t_max=self.t_max, **gen)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
-                                        max_new_tokens=self.hparams.max_new_tokens, num_beams=beams,
-                                        t_max=self.t_max, **gen)
-            if self.device.type == "cuda":
-                torch.cuda.synchronize()
+            # Forward passes of the layer stack (the prompt pass and one per step; every decoder starts a step
+            # there): beam search runs a batch until all its beams end, so the steps paid for can outnumber the
+            # longest output kept, and seconds per pass separate "a step costs what its layers cost" from that.
+            passes = []
+            hook = model_parts(self.model).backbone.register_forward_pre_hook(lambda *_: passes.append(1))
+            try:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                out = self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
+                                            max_new_tokens=self.hparams.max_new_tokens, num_beams=beams,
+                                            t_max=self.t_max, **gen)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize()
+            finally:
+                hook.remove()
         seconds = time.perf_counter() - start
         texts = self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=True)
         lpt = out.layers_per_token.cpu()
@@ -532,6 +541,7 @@ class CausalLMModule(L.LightningModule):
                 "references": batch["references"][i], "layers_per_token": lpt[i][real].tolist(),
                 "token_ids": new[i][real].tolist(),  # up to and including EOS (the agreement metric re-reads them)
                 "generated_tokens": int(real.sum()), "generation_seconds": seconds / len(texts),
+                "forward_passes": len(passes) / len(texts),  # this input's share of the batch's, like the seconds
                 "decoder": self.decoder.describe(),
             })
         return records

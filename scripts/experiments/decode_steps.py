@@ -33,6 +33,7 @@ def main():
     batch = next(iter(dm.predict_dataloader()))
     print("| adapter | decoder | forward calls (1 + steps) | longest kept | mean kept | seconds | s per call |")
     print("|---|---|---|---|---|---|---|")
+    calls: list[int] = []
     for adapter in args.adapters:
         mod = CausalLMModule(model_name_or_path="smollm2-135m", finetune="lora", adapter=adapter,
                              t_max=args.t_max).eval()
@@ -40,7 +41,6 @@ def main():
         with torch.no_grad():  # one untimed decode first: a process's first one pays one-time costs
             build_decoder("vanilla").generate(mod.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                               max_new_tokens=2, num_beams=4, pad_token_id=mod.tokenizer.pad_token_id)
-        calls = []
         hook = model_parts(mod.model).backbone.register_forward_pre_hook(lambda *_: calls.append(1))
         for settings in DECODERS:
             dec = build_decoder(**settings)
