@@ -7,6 +7,8 @@ self-attention and the self-attention module (for CALM's state propagation). The
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -61,3 +63,16 @@ def model_parts(model: nn.Module) -> ModelParts:
     if head is None:
         raise ValueError(f"{type(lm).__name__} has no LM head (get_output_embeddings() is None)")
     return ModelParts(lm, spec, backbone, layers, final_norm, head)
+
+
+@contextmanager
+def counted_forward_passes(model: nn.Module) -> Iterator[list[int]]:
+    """Count the forward passes of ``model``'s layer stack while the block runs (``len()`` of the list yielded): the
+    prompt pass, which gives the first token, then one per further token; every decoder starts a step there. Beam
+    search runs a batch until every beam has ended, so a batch can pay for more passes than its longest kept output."""
+    passes: list[int] = []
+    hook = model_parts(model).backbone.register_forward_pre_hook(lambda *_: passes.append(1))
+    try:
+        yield passes
+    finally:
+        hook.remove()

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..decoding import Decoder, Vanilla, build_decoder
-from ..decoding.families import model_parts
+from ..decoding.families import counted_forward_passes
 from ..decoding.plans import PlanMixture, planned
 from ..families import family
 from ..training.checkpoint import read_checkpoint
@@ -513,12 +513,8 @@ class CausalLMModule(L.LightningModule):
                 self.decoder.generate(self.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                       max_new_tokens=min(2, self.hparams.max_new_tokens), num_beams=beams,
                                       t_max=self.t_max, **gen)
-            # Forward passes of the layer stack (the prompt pass and one per step; every decoder starts a step
-            # there): beam search runs a batch until all its beams end, so the steps paid for can outnumber the
-            # longest output kept, and seconds per pass separate "a step costs what its layers cost" from that.
-            passes = []
-            hook = model_parts(self.model).backbone.register_forward_pre_hook(lambda *_: passes.append(1))
-            try:
+            # seconds per forward pass separate "a step costs what its layers cost" from how many steps beam search ran
+            with counted_forward_passes(self.model) as passes:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -527,8 +523,6 @@ class CausalLMModule(L.LightningModule):
                                             t_max=self.t_max, **gen)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize()
-            finally:
-                hook.remove()
         seconds = time.perf_counter() - start
         texts = self.tokenizer.batch_decode(out.new_tokens, skip_special_tokens=True)
         lpt = out.layers_per_token.cpu()

@@ -1,8 +1,9 @@
 """How many decode steps a batch runs, against the longest output it keeps (the main job's inputs and decoders).
 
 Beam search runs a batch until every row's beams are finished, so the steps a batch pays for are set by hypotheses
-that are never kept; tokens/s counts the kept tokens only. This prints, per adapter and decoder, the forward calls
-of the layer stack (one for the prompt, one per step) next to the longest and mean kept output, so that a
+that are never kept; tokens/s counts the kept tokens only. This prints, per adapter and decoder, the forward passes
+of the layer stack (the prompt pass gives the first token, then one per token) next to the longest and mean kept
+output (a batch whose every beam ends with its longest kept output runs exactly that many passes), so that a
 speed-up that differs from the FLOP-ideal can be split into "each step costs what its layers cost" and "the batch
 ran more or fewer steps". Usage (HSD_DATA_DIR names the data root):
     python scripts/experiments/decode_steps.py smollm2-e2e-skipaware-3808-seqkdall runs/adapters/<other>
@@ -14,7 +15,7 @@ import torch
 
 from hsd_lightning.data import E2EDataModule
 from hsd_lightning.decoding import build_decoder
-from hsd_lightning.decoding.families import model_parts
+from hsd_lightning.decoding.families import counted_forward_passes
 from hsd_lightning.models.module import CausalLMModule
 
 DECODERS = [{"name": "vanilla"}, {"name": "hsd", "s": 1, "e_min": 0, "e_max": 10},
@@ -31,9 +32,8 @@ def main():
                        eval_batch_size=args.inputs)
     dm.setup("predict")
     batch = next(iter(dm.predict_dataloader()))
-    print("| adapter | decoder | forward calls (1 + steps) | longest kept | mean kept | seconds | s per call |")
+    print("| adapter | decoder | forward passes | longest kept | mean kept | seconds | s per pass |")
     print("|---|---|---|---|---|---|---|")
-    calls: list[int] = []
     for adapter in args.adapters:
         mod = CausalLMModule(model_name_or_path="smollm2-135m", finetune="lora", adapter=adapter,
                              t_max=args.t_max).eval()
@@ -41,21 +41,17 @@ def main():
         with torch.no_grad():  # one untimed decode first: a process's first one pays one-time costs
             build_decoder("vanilla").generate(mod.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                               max_new_tokens=2, num_beams=4, pad_token_id=mod.tokenizer.pad_token_id)
-        hook = model_parts(mod.model).backbone.register_forward_pre_hook(lambda *_: calls.append(1))
         for settings in DECODERS:
             dec = build_decoder(**settings)
-            calls.clear()
-            with torch.no_grad():
+            with torch.no_grad(), counted_forward_passes(mod.model) as passes:
                 start = time.perf_counter()
                 out = dec.generate(mod.model, batch["input_ids"], attention_mask=batch["attention_mask"],
                                    max_new_tokens=64, num_beams=4, t_max=args.t_max,
                                    pad_token_id=mod.tokenizer.pad_token_id, eos_token_id=mod.tokenizer.eos_token_id)
                 seconds = time.perf_counter() - start
             kept = (out.layers_per_token > 0).sum(1)
-            print(f"| {adapter.rstrip('/').split('/')[-1]} | {dec.describe()} | {len(calls)} | {int(kept.max())} | "
-                  f"{kept.float().mean():.1f} | {seconds:.2f} | {seconds / len(calls):.3f} |", flush=True)
-        hook.remove()
-
+            print(f"| {adapter.rstrip('/').split('/')[-1]} | {dec.describe()} | {len(passes)} | {int(kept.max())} | "
+                  f"{kept.float().mean():.1f} | {seconds:.2f} | {seconds / len(passes):.3f} |", flush=True)
 
 if __name__ == "__main__":
     main()
