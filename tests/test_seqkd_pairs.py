@@ -74,3 +74,39 @@ def test_honest_names_an_mr_missing_from_the_train_file(predicted):
                             "prediction": "Nowhere."}) + "\n")
     with pytest.raises(SystemExit, match=r"Nowhere.*--honest needs predictions of the train split"):
         _script().main([str(run), "--out", str(out / "train.jsonl"), "--honest"])
+
+
+def _other_run(tmp_path: Path, outputs: dict[str, str]) -> Path:
+    run = tmp_path / "other"
+    run.mkdir()
+    (run / "predictions.jsonl").write_text("".join(
+        json.dumps({"prompt": E2EDataModule.default_template.format(source=mr), "prediction": out}) + "\n"
+        for mr, out in outputs.items()))
+    return run
+
+
+def test_honest_from_prefers_another_runs_slot_correct_output_and_lists_the_errors(predicted, tmp_path, capsys):
+    run, out = predicted
+    other = _other_run(tmp_path, {A: "The Golden Pear is an Italian place in the city centre.",
+                                  B: "Blue Lantern is somewhere."})  # B's own output is kept: it is not replaced
+    _script().main([str(run), "--out", str(out / "train.jsonl"), "--honest", "--honest_from", str(other),
+                    "--list_errors", str(out / "need.jsonl")])
+    pairs = _pairs(out / "train.jsonl")
+    assert pairs == {**OUTPUTS, A: "The Golden Pear is an Italian place in the city centre."}
+    assert _pairs(out / "need.jsonl") == {A: OUTPUTS[A]}  # only the output with a slot missed or wrong
+    assert "1 with a slot missed or wrong replaced: 1 by" in capsys.readouterr().out
+
+
+def test_honest_from_falls_back_to_a_reference_when_the_other_output_drops_a_slot_too(predicted, tmp_path):
+    run, out = predicted
+    other = _other_run(tmp_path, {A: "The Golden Pear is a place in the city centre."})  # food missed again
+    _script().main([str(run), "--out", str(out / "train.jsonl"), "--honest", "--honest_from", str(other)])
+    assert _pairs(out / "train.jsonl")[A] == "The Golden Pear serves Italian food in the city centre."
+
+
+def test_honest_from_needs_honest_and_a_predict_folder(predicted, tmp_path):
+    run, out = predicted
+    with pytest.raises(SystemExit):
+        _script().main([str(run), "--out", str(out / "train.jsonl"), "--honest_from", str(run)])
+    with pytest.raises(SystemExit, match=r"empty.*no predictions\*\.jsonl"):
+        _script().main([str(run), "--out", str(out / "train.jsonl"), "--honest", "--honest_from", str(tmp_path / "empty")])
