@@ -8,10 +8,11 @@ import torch
 from hsd_lightning.decoding import build_decoder
 from hsd_lightning.models.adapters import packaged_adapters, read_record, resolve_adapter
 
-# the package ships one adapter, the main job's (3,400 steps: 600; +200; +400 at t_max 40, the last 200 annealed;
-# +400 so; +400; then three times +400 with HSD s=1 drawn for 2 of 5 rows; then +200 on its own full-depth outputs);
+# the package ships one adapter, the main job's (3,808 steps: 600; +200; +400 at t_max 40, the last 200 annealed;
+# +400 so; +400; then three times +400 with HSD s=1 drawn for 2 of 5 rows; then +608 at r=32 with unlikelihood on
+# its own full-depth outputs, the equal-budget standard fine-tune's where those drop a slot);
 # the chain's other stages are reproduced by scripts/experiments/e2e_smollm2.sh, not shipped
-ADAPTERS = ["smollm2-e2e-skipaware-3808-seqkdall"]
+ADAPTERS = ["smollm2-e2e-skipaware-3808-honest-std"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
 
@@ -34,14 +35,14 @@ def test_adapter_is_a_plain_peft_folder(ADAPTER):
     from hsd_lightning.models.loading import load_model
 
     model = PeftModel.from_pretrained(load_model("smollm2-135m"), str(resolve_adapter(ADAPTER)))
-    assert sum("lora_A" in n for n, _ in model.named_parameters()) == 30 * 7  # r=8 on every linear layer
+    assert sum("lora_A" in n for n, _ in model.named_parameters()) == 30 * 7  # LoRA on every linear layer
 
 
 @pytest.mark.parametrize("ADAPTER", ADAPTERS)
 def test_adapter_is_shipped_small_and_records_its_training(ADAPTER):
     assert ADAPTER in packaged_adapters()
     folder = resolve_adapter(ADAPTER)
-    assert sum(f.stat().st_size for f in folder.iterdir()) <= 8 * 2**20
+    assert sum(f.stat().st_size for f in folder.iterdir()) <= 25 * 10**6  # issue 34's allowance for the main job
     record = read_record(folder)
     assert record["t_max"] == record["skip_aware"]["t_max"] in (40, 64) and len(record["skip_aware"]["plans"]) >= 2
     assert record["global_step"] > 0 and record["steps_total"] >= record["global_step"]
