@@ -1,5 +1,6 @@
 """The E2E dev-split selection rule of issue 34, over every committed dev table: for each candidate, the mean over
-its HSD rows of SER % + repeat-3 % (lower is better), with vanilla's SER and R-L beside it.
+its plain HSD rows (no always-run layer, no decoding guard) of SER % + repeat-3 % (lower is better), with
+vanilla's SER and R-L beside it.
 
     python scripts/experiments/e2e_dev_scores.py [docs/results/e2e/runs/*_dev200 ...]
 
@@ -28,7 +29,9 @@ def main(argv: list[str]) -> None:
     print("|---|---|---|---|---|---|" + ("---|---|" if std else ""))
     out = []
     for name, t in tables.items():
-        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d]
+        # the plain HSD rows only: not `always_run` variants, nor decoding guards (" + no_repeat_ngram_size=3", rows
+        # a table may hold beside them, never the fix the rule chooses)
+        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
         if not hsd:
             continue
         score = sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
