@@ -73,22 +73,21 @@ def main(argv=None) -> None:
         mr = source_of(r["prompt"])
         slots = parse_mr(mr)
         counts = slot_counts(slots, r["prediction"])
-        with_error += bool(counts["missed"] or counts["wrong"] or counts["added"])
+        with_error += bool(drops(counts) or counts["added"])
         target = r["prediction"]
-        if counts["missed"] or counts["wrong"]:
+        if drops(counts):
             errors.append({"mr": mr, "ref": r["prediction"]})
-        if args.honest and (counts["missed"] or counts["wrong"]):
+        if args.honest and drops(counts):
             if mr not in references:
                 raise SystemExit(f"MR {mr!r} is not in {data / 'trainset.csv'}; --honest needs predictions of the train split")
             replaced += 1
-            theirs = other.get(mr, "").strip() and slot_counts(slots, other[mr])
-            if theirs and not (theirs["missed"] or theirs["wrong"]):
+            if other.get(mr, "").strip() and not drops(slot_counts(slots, other[mr])):
                 target = other[mr]
                 from_other += 1
             else:
                 scored = [(slot_counts(slots, ref), ref) for ref in references[mr]]
-                target = next((ref for c, ref in scored if not (c["missed"] or c["wrong"] or c["added"])),
-                              next((ref for c, ref in scored if not (c["missed"] or c["wrong"])), references[mr][0]))
+                target = next((ref for c, ref in scored if not (drops(c) or c["added"])),
+                              next((ref for c, ref in scored if not drops(c)), references[mr][0]))
         rows.append({"mr": mr, "ref": target})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -103,6 +102,11 @@ def main(argv=None) -> None:
           + (f"; {replaced} with a slot missed or wrong replaced"
              + (f": {from_other} by {args.honest_from}'s output, {replaced - from_other}" if args.honest_from else "")
              + " by a human reference (--honest)" if args.honest else ""))
+
+
+def drops(counts: dict[str, int]) -> bool:
+    """A slot of the MR missed or said wrong (an *added* slot alone does not count: the lever fixes omissions)."""
+    return bool(counts["missed"] or counts["wrong"])
 
 
 def read_predictions(run: Path) -> list[dict]:
