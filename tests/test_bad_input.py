@@ -87,10 +87,10 @@ def test_checkpoint_of_another_model(tmp_path):
     lora = CausalLMModule("tiny-llama", finetune="lora", lora_r=4)
     with pytest.raises(ValueError, match=r"checkpoint does not fit this LoRA model: \d+ adapter weights missing"):
         lora.load_state_dict({k: v for k, v in state.items() if "attn" in k})
-    with pytest.raises(ValueError, match=r"adapter 'smollm2-e2e-skipaware-3808-honest-std' does not fit model 'tiny-gpt2' "
+    with pytest.raises(ValueError, match=r"adapter 'smollm2-e2e-skipaware-4108-onpolicy' does not fit model 'tiny-gpt2' "
                                          r"\(GPT2LMHeadModel\): .*use the model it was trained on or "
                                          r"--model.adapter null"):
-        CausalLMModule("tiny-gpt2", finetune="lora", adapter="smollm2-e2e-skipaware-3808-honest-std")
+        CausalLMModule("tiny-gpt2", finetune="lora", adapter="smollm2-e2e-skipaware-4108-onpolicy")
 
 
 def test_short_and_long_config_flags_are_the_same(capsys):

@@ -137,7 +137,7 @@ def test_wheel_is_lean_and_self_contained(tmp_path):
     assert wheel.stat().st_size <= 30 * 2**20
     names = zipfile.ZipFile(wheel).namelist()
     adapters = {n.split("/")[2] for n in names if n.startswith("hsd_lightning/adapters/")}
-    assert adapters == {"smollm2-e2e-skipaware-3808-honest-std"}
+    assert adapters == {"smollm2-e2e-skipaware-4108-onpolicy"}
     assert {"hsd_lightning/configs/default.yaml", "hsd_lightning/configs/presets/base.yaml"} <= set(names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hsd-lightning = hsd_lightning.__main__:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -12,7 +12,7 @@ from hsd_lightning.models.adapters import packaged_adapters, read_record, resolv
 # +400 so; +400; then three times +400 with HSD s=1 drawn for 2 of 5 rows; then +608 at r=32 with unlikelihood on
 # its own full-depth outputs, the equal-budget standard fine-tune's where those drop a slot);
 # the chain's other stages are reproduced by scripts/experiments/e2e_smollm2.sh, not shipped
-ADAPTERS = ["smollm2-e2e-skipaware-3808-honest-std"]
+ADAPTERS = ["smollm2-e2e-skipaware-4108-onpolicy"]
 MRS = ["name[Blue Spice], eatType[coffee shop], area[city centre]",
        "name[The Punter], food[Indian], priceRange[cheap], area[riverside], familyFriendly[yes]"]  # not in the sample
 

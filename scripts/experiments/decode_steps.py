@@ -6,7 +6,7 @@ of the layer stack (the prompt pass gives the first token, then one per token) n
 output (a batch whose every beam ends with its longest kept output runs exactly that many passes), so that a
 speed-up that differs from the FLOP-ideal can be split into "each step costs what its layers cost" and "the batch
 ran more or fewer steps". Usage (HSD_DATA_DIR names the data root):
-    python scripts/experiments/decode_steps.py smollm2-e2e-skipaware-3808-honest-std runs/adapters/<other>
+    python scripts/experiments/decode_steps.py smollm2-e2e-skipaware-4108-onpolicy runs/adapters/<other>
 """
 import argparse
 import time

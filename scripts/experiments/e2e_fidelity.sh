@@ -5,7 +5,7 @@
 #   test: a seeded sample of 400 of the 630 test MRs (the file is sorted by restaurant name: its first N are not a
 #         sample), decoded once, for the weights and settings the dev split chose.
 # Extra rows, never the fix: the same HSD rows with n-gram blocking (HF's no_repeat_ngram_size 3) as separate rows.
-#   ADAPTER=smollm2-e2e-skipaware-3808-honest-std bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
+#   ADAPTER=smollm2-e2e-skipaware-4108-onpolicy bash scripts/experiments/e2e_fidelity.sh [dev|dev_block|test|test_block]
 # The baseline of the vanilla-cost target: the equal-budget standard LoRA fine-tune
 # (configs/experiments/e2e/smollm2_e2e_lora_3808.yaml, its last checkpoint), vanilla only, on the same MRs:
 #   bash scripts/experiments/e2e_fidelity.sh [dev_standard|test_standard]
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.."
 source scripts/setup.sh
 PY=.venv/bin/python
 STEP=${1:-dev}
-ADAPTER=${ADAPTER:-smollm2-e2e-skipaware-3808-honest-std}
+ADAPTER=${ADAPTER:-smollm2-e2e-skipaware-4108-onpolicy}
 NAME=${NAME:-${ADAPTER#smollm2-e2e-}}
 CKPT=${CKPT:-}
 ROWS='[["vanilla",{}],["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]'
