@@ -61,6 +61,15 @@ def test_every_faulty_rollout_as_many_clean_ones_and_targets_fill_the_rest(input
 
 def test_too_few_rows_for_the_rollouts_is_one_line_that_names_the_fix(inputs, monkeypatch):
     run, targets, out = inputs
-    with pytest.raises(SystemExit, match=r"--rows 3 is fewer than the 4 rollouts to keep .*raise --rows"):
+    with pytest.raises(SystemExit, match=r"--rows 3 is fewer than the 4 rollouts to keep \(all 2 faulty and 2 "
+                                         r"fault-free\); raise --rows"):
         _script(monkeypatch).main([str(run), "--targets", str(targets), "--rows", "3", "--out", str(out)])
     assert not out.exists()
+
+
+def test_clean_all_keeps_every_fault_free_rollout(inputs, monkeypatch, capsys):
+    run, targets, out = inputs
+    _script(monkeypatch).main([str(run), "--targets", str(targets), "--rows", "6", "--out", str(out), "--clean", "all"])
+    texts = [json.loads(line)["ref"] for line in out.read_text().splitlines()]
+    assert sorted(t for t in texts if not t.startswith("target ")) == sorted(r[1] for r in ROLLOUTS)
+    assert "2 faulty rollouts, 3 fault-free ones (of 3), 1 lines of" in capsys.readouterr().out

@@ -16,8 +16,9 @@ position of it, so a rollout's own repeat or omission is never taught, the teach
 Writes ``rows`` lines ``{"mr", "ref"}`` (the E2E field names; ``ref`` is the text the loss runs along), shuffled
 with ``--seed``: every rollout that a reader would fault (a repeated trigram or a doubled word that its references
 do not have, or a slot of the MR missed or wrong), as many fault-free rollouts again (the states where the plan is
-right, so the loss does not only ever see broken texts), and the rest from ``--targets`` (the stage's slot-correct
-targets, so that half of the rows stay on the texts the adapter was trained to say). Copies the devset
+right, so the loss does not only ever see broken texts; ``--clean all``: every fault-free one), and the rest from
+``--targets`` (the stage's slot-correct targets, so that half of the rows stay on the texts the adapter was trained
+to say). Copies the devset
 (``validation.jsonl``, human references) beside it and prints the counts.
 """
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(argv=None) -> None:
     p.add_argument("--rows", type=int, required=True, help="lines to write (steps x batch size of the stage)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clean", choices=("match", "all"), default="match",
+                   help="fault-free rollouts to keep: as many as the faulty ones (default), or all of them")
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     bad, good = [], []
@@ -57,10 +60,10 @@ def main(argv=None) -> None:
     targets = [json.loads(line) for line in args.targets.read_text().splitlines() if line.strip()]
     rng.shuffle(good)
     rng.shuffle(targets)
-    rollouts = bad + good[:len(bad)]
+    rollouts = bad + (good if args.clean == "all" else good[:len(bad)])
     if len(rollouts) > args.rows:
         raise SystemExit(f"--rows {args.rows} is fewer than the {len(rollouts)} rollouts to keep (all {len(bad)} "
-                         "faulty and as many fault-free); raise --rows or decode fewer MRs")
+                         f"faulty and {len(rollouts) - len(bad)} fault-free); raise --rows or decode fewer MRs")
     if args.rows - len(rollouts) > len(targets):
         raise SystemExit(f"--rows {args.rows} needs {args.rows - len(rollouts)} lines of {args.targets}, which has "
                          f"{len(targets)}; lower --rows")
