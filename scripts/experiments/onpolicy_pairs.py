@@ -7,10 +7,10 @@ position of it, so a rollout's own repeat or omission is never taught, the teach
 
     python -m hsd_lightning sweep --config configs/default.yaml --quiet --data.init_args.predict_split train \\
         --data.init_args.max_eval_samples 1200 --data.init_args.shuffle_subset true --data.init_args.seed 56 \\
-        --decoders '[["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]' --no_agreement \\
-        --out runs/onpolicy/rollouts_train1200
-    python scripts/experiments/onpolicy_pairs.py runs/onpolicy/rollouts_train1200/hsd_s1_min0_max10 \\
-        runs/onpolicy/rollouts_train1200/hsd_s2_min0_max10 --targets runs/seqkdall_honest_std/train.jsonl \\
+        --decoders '[["hsd",{"s":1,"e_min":0,"e_max":10}],["hsd",{"s":2,"e_min":0,"e_max":10}]]' \\
+        --model.num_beams 1 --no_agreement --out runs/onpolicy/greedy_train1200
+    python scripts/experiments/onpolicy_pairs.py runs/onpolicy/greedy_train1200/hsd_s1_min0_max10 \\
+        runs/onpolicy/greedy_train1200/hsd_s2_min0_max10 --targets runs/seqkdall_honest_std/train.jsonl \\
         --rows 2400 --seed 57 --out runs/onpolicy/train.jsonl
 
 Writes ``rows`` lines ``{"mr", "ref"}`` (the E2E field names; ``ref`` is the text the loss runs along), shuffled
@@ -18,8 +18,7 @@ with ``--seed``: every rollout that a reader would fault (a repeated trigram or 
 do not have, or a slot of the MR missed or wrong), as many fault-free rollouts again (the states where the plan is
 right, so the loss does not only ever see broken texts; ``--clean all``: every fault-free one), and the rest from
 ``--targets`` (the stage's slot-correct targets, so that half of the rows stay on the texts the adapter was trained
-to say). Copies the devset
-(``validation.jsonl``, human references) beside it and prints the counts.
+to say). Copies the devset (``validation.jsonl``, human references) beside it and prints the counts.
 """
 from __future__ import annotations
 
