@@ -73,3 +73,11 @@ def test_clean_all_keeps_every_fault_free_rollout(inputs, monkeypatch, capsys):
     texts = [json.loads(line)["ref"] for line in out.read_text().splitlines()]
     assert sorted(t for t in texts if not t.startswith("target ")) == sorted(r[1] for r in ROLLOUTS)
     assert "2 faulty rollouts, 3 fault-free ones (of 3), 1 lines of" in capsys.readouterr().out
+
+
+def test_a_rollout_without_references_is_faulted_for_any_repeat(monkeypatch):
+    """synth_mrs.py's MRs have no reference: a repeat there has nothing to excuse it, and still counts."""
+    faulty = _script(monkeypatch).faulty
+    prompt = E2EDataModule.default_template.format(source=B)
+    assert faulty({"prompt": prompt, "prediction": ROLLOUTS[1][1], "references": []})
+    assert not faulty({"prompt": prompt, "prediction": ROLLOUTS[3][1], "references": []})

@@ -6,12 +6,23 @@ vanilla's SER and R-L beside it.
 
 With the equal-budget standard fine-tune's dev table among them (``lora_3808_beam4_dev200``), also prints each
 candidate's vanilla cost against it (R-L %, SER points), the third target's two numbers.
+
+    python scripts/experiments/e2e_dev_scores.py --synth runs/results/e2e_synthdev/<name>_beam4 ...
+
+scores sweep folders decoded on MRs without references (``synth_mrs.py``: the devset's names and values in every
+combination, the 7-8-slot pubs and restaurants that no split but test holds) the same way: SER % from each
+decoder's metrics, and repeat-3 % recomputed from its outputs with no reference to excuse a repeat, per slot count.
 """
 from __future__ import annotations
 
 import csv
+import json
 import sys
+from collections import Counter
 from pathlib import Path
+
+from hsd_lightning.evaluation.fidelity import repeats
+from hsd_lightning.evaluation.slots import parse_mr, slot_counts
 
 
 def rows(folder: Path) -> dict[str, dict[str, float]]:
@@ -20,7 +31,45 @@ def rows(folder: Path) -> dict[str, dict[str, float]]:
                 for r in csv.DictReader(f)}
 
 
+def synth_rows(folder: Path) -> dict[str, dict]:
+    """decoder -> SER %, repeat-3 % (any repeated trigram), and per MR size the slot errors, for a sweep folder."""
+    out = {}
+    for pred in sorted(folder.glob("*/predictions.jsonl")):
+        recs = [json.loads(line) for line in pred.read_text().splitlines() if line.strip()]
+        errs, slots, rep, by_size = 0, 0, 0, Counter()
+        for r in recs:
+            mr = parse_mr(r["prompt"])
+            c = slot_counts(mr, r["prediction"])
+            e = c["missed"] + c["wrong"] + c["added"]
+            errs, slots, rep = errs + e, slots + c["slots"], rep + repeats(r["prediction"], [])["repeat3"]
+            by_size[len(mr)] += e
+        name = json.loads((pred.parent / "metrics.json").read_text())["decoder"]
+        out[name] = {"ser": 100 * errs / slots, "repeat3": 100 * rep / len(recs), "n": len(recs),
+                     "by_size": dict(sorted(by_size.items()))}
+    return out
+
+
+def synth_main(folders: list[Path]) -> None:
+    print("| candidate | score | HSD s=1 SER / rep3 | HSD s=2 SER / rep3 | vanilla SER / rep3 | slot errors by MR size "
+          "(vanilla; s=1; s=2) |")
+    print("|---|---|---|---|---|---|")
+    out = []
+    for f in folders:
+        t = synth_rows(f)
+        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
+        score = sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
+        shown = [*(hsd + [None, None])[:2], t.get("vanilla")]  # rollouts of the plans alone have no vanilla row
+        cells = [f.name, f"{score:.1f}",
+                 *(f"{r['ser']:.1f} / {r['repeat3']:.1f}" if r else "-" for r in shown),
+                 "; ".join(" ".join(f"{k}:{v}" for k, v in r["by_size"].items()) if r else "-" for r in shown[2:] + shown[:2])]
+        out.append((score, "| " + " | ".join(cells) + " |"))
+    for _, line in sorted(out):
+        print(line)
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--synth"]:
+        return synth_main([Path(a) for a in argv[1:]])
     folders = [Path(a) for a in argv] or sorted(Path("docs/results/e2e/runs").glob("*_dev200"))
     tables = {f.name: rows(f) for f in folders}
     std = next((t["vanilla"] for n, t in tables.items() if n.startswith("lora_3808")), None)

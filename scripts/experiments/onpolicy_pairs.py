@@ -30,12 +30,15 @@ from pathlib import Path
 
 from seqkd_pairs import read_predictions, source_of
 
-from hsd_lightning.evaluation.fidelity import fidelity_counts
+from hsd_lightning.evaluation.fidelity import fidelity_counts, repeats
 
 
 def faulty(record: dict) -> bool:
-    """What a reader would fault: a repeat that the references do not have, or a slot of the MR missed or wrong."""
+    """What a reader would fault: a repeat that the references do not have (any repeat, for an MR without a
+    reference: synth_mrs.py's), or a slot of the MR missed or wrong."""
     c = fidelity_counts(record)
+    if "repeat3" not in c:
+        c.update(repeats(record["prediction"], []))
     return bool(c.get("repeat3") or c.get("repeat1") or c.get("missed") or c.get("wrong"))
 
 
