@@ -56,7 +56,7 @@ def test_every_faulty_rollout_as_many_clean_ones_and_targets_fill_the_rest(input
     assert sum(t.startswith("target ") for t in texts) == 3  # the rest from the stage's targets
     assert {r["mr"] for r in rows if r["ref"] == ROLLOUTS[1][1]} == {B}  # the rollout keeps its own MR
     assert (out.parent / "validation.jsonl").read_text() == (targets.parent / "validation.jsonl").read_text()
-    assert "2 faulty rollouts, 2 fault-free ones (of 3), 3 lines of" in capsys.readouterr().out
+    assert "2 faulty rollouts (of 2), 2 fault-free ones (of 3), 3 lines of" in capsys.readouterr().out
 
 
 def test_too_few_rows_for_the_rollouts_is_one_line_that_names_the_fix(inputs, monkeypatch):
@@ -72,7 +72,7 @@ def test_clean_all_keeps_every_fault_free_rollout(inputs, monkeypatch, capsys):
     _script(monkeypatch).main([str(run), "--targets", str(targets), "--rows", "6", "--out", str(out), "--clean", "all"])
     texts = [json.loads(line)["ref"] for line in out.read_text().splitlines()]
     assert sorted(t for t in texts if not t.startswith("target ")) == sorted(r[1] for r in ROLLOUTS)
-    assert "2 faulty rollouts, 3 fault-free ones (of 3), 1 lines of" in capsys.readouterr().out
+    assert "2 faulty rollouts (of 2), 3 fault-free ones (of 3), 1 lines of" in capsys.readouterr().out
 
 
 def test_a_rollout_without_references_is_faulted_for_any_repeat(monkeypatch):
@@ -81,3 +81,16 @@ def test_a_rollout_without_references_is_faulted_for_any_repeat(monkeypatch):
     prompt = E2EDataModule.default_template.format(source=B)
     assert faulty({"prompt": prompt, "prediction": ROLLOUTS[1][1], "references": []})
     assert not faulty({"prompt": prompt, "prediction": ROLLOUTS[3][1], "references": []})
+
+
+def test_rollouts_caps_them_half_faulty_half_clean(inputs, monkeypatch, capsys):
+    run, targets, out = inputs
+    _script(monkeypatch).main([str(run), "--targets", str(targets), "--rows", "5", "--out", str(out), "--rollouts", "2"])
+    texts = [json.loads(line)["ref"] for line in out.read_text().splitlines()]
+    assert sum(t in (ROLLOUTS[0][1], ROLLOUTS[1][1]) for t in texts) == 1
+    assert sum(t in {r[1] for r in ROLLOUTS[2:]} for t in texts) == 1
+    assert sum(t.startswith("target ") for t in texts) == 3
+    with pytest.raises(SystemExit, match=r"--rollouts 6 needs 3 faulty and 3 fault-free rollouts; these runs have 2 "
+                                         r"and 3: lower --rollouts"):
+        _script(monkeypatch).main([str(run), "--targets", str(targets), "--rows", "9", "--out", str(out),
+                                   "--rollouts", "6"])

@@ -52,6 +52,10 @@ def test_sampled_mrs_are_new_and_use_the_splits_values(data):
     again = data / "again.jsonl"
     _script().main(["--split", "trainset", "--n", "30", "--seed", "3", "--out", str(again)])
     assert again.read_text() == out.read_text()
+    held_out = data / "held_out.jsonl"  # a second sample shares no MR with the first
+    _script().main(["--split", "trainset", "--n", "20", "--seed", "4", "--exclude", str(out), "--out", str(held_out)])
+    second = {json.loads(line)["mr"] for line in held_out.read_text().splitlines()}
+    assert len(second) == 20 and not second & {r["mr"] for r in rows}
 
 
 def test_too_many_mrs_asked_is_one_clear_error(data):

@@ -7,15 +7,16 @@ vanilla's SER and R-L beside it.
 With the equal-budget standard fine-tune's dev table among them (``lora_3808_beam4_dev200``), also prints each
 candidate's vanilla cost against it (R-L %, SER points), the third target's two numbers.
 
-    python scripts/experiments/e2e_dev_scores.py --synth runs/results/e2e_synthdev/<name>_beam4 ...
+    python scripts/experiments/e2e_dev_scores.py --synth docs/results/e2e/runs/*_synthdev200
 
-scores sweep folders decoded on MRs without references (``synth_mrs.py``: the devset's names and values in every
+scores runs (committed, or sweep folders) decoded on MRs without references (``synth_mrs.py``: the devset's names and values in every
 combination, the 7-8-slot pubs and restaurants that no split but test holds) the same way: SER % from each
 decoder's metrics, and repeat-3 % recomputed from its outputs with no reference to excuse a repeat, per slot count.
 """
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 import sys
 from collections import Counter
@@ -31,20 +32,33 @@ def rows(folder: Path) -> dict[str, dict[str, float]]:
                 for r in csv.DictReader(f)}
 
 
-def synth_rows(folder: Path) -> dict[str, dict]:
-    """decoder -> SER %, repeat-3 % (any repeated trigram), and per MR size the slot errors, for a sweep folder."""
+def _synth_outputs(folder: Path) -> dict[str, list[tuple[str, str]]]:
+    """decoder -> [(MR, output)]: from a committed run (predictions.jsonl.gz) or a sweep folder (<decoder>/...)."""
+    committed = folder / "predictions.jsonl.gz"
+    if committed.exists():
+        with gzip.open(committed, "rt") as f:
+            recs = [json.loads(line) for line in f if line.strip()]
+        return {d: [(r["input"], r["outputs"][d]["prediction"]) for r in recs] for d in recs[0]["outputs"]}
     out = {}
     for pred in sorted(folder.glob("*/predictions.jsonl")):
         recs = [json.loads(line) for line in pred.read_text().splitlines() if line.strip()]
-        errs, slots, rep, by_size = 0, 0, 0, Counter()
-        for r in recs:
-            mr = parse_mr(r["prompt"])
-            c = slot_counts(mr, r["prediction"])
-            e = c["missed"] + c["wrong"] + c["added"]
-            errs, slots, rep = errs + e, slots + c["slots"], rep + repeats(r["prediction"], [])["repeat3"]
-            by_size[len(mr)] += e
         name = json.loads((pred.parent / "metrics.json").read_text())["decoder"]
-        out[name] = {"ser": 100 * errs / slots, "repeat3": 100 * rep / len(recs), "n": len(recs),
+        out[name] = [(r["prompt"], r["prediction"]) for r in recs]
+    return out
+
+
+def synth_rows(folder: Path) -> dict[str, dict]:
+    """decoder -> SER %, repeat-3 % (any repeated trigram), and per MR size the slot errors."""
+    out = {}
+    for name, pairs in _synth_outputs(folder).items():
+        errs, slots, rep, by_size = 0, 0, 0, Counter()
+        for text_with_mr, prediction in pairs:
+            mr = parse_mr(text_with_mr)
+            c = slot_counts(mr, prediction)
+            e = c["missed"] + c["wrong"] + c["added"]
+            errs, slots, rep = errs + e, slots + c["slots"], rep + repeats(prediction, [])["repeat3"]
+            by_size[len(mr)] += e
+        out[name] = {"ser": 100 * errs / slots, "repeat3": 100 * rep / len(pairs), "n": len(pairs),
                      "by_size": dict(sorted(by_size.items()))}
     return out
 

@@ -4,9 +4,10 @@
 #   dev:  a seeded sample of 200 of the 547 devset MRs (the split that chooses weights and settings), and
 #   test: a seeded sample of 400 of the 630 test MRs (the file is sorted by restaurant name: its first N are not a
 #         sample), decoded once, for the weights and settings the dev split chose.
-#   synthdev: 200 MRs that scripts/experiments/synth_mrs.py samples from the devset's names, slots and values (seed 61),
-#         none an MR of any split, without references: SER and repeats only (the 7-8-slot pubs and restaurants that
-#         only the test split holds; score: python scripts/experiments/e2e_dev_scores.py --synth <out>).
+#   synthdev: 200 MRs that scripts/experiments/synth_mrs.py samples from the training set's slots and values (seed 61),
+#         none an MR of any split or of the on-policy stages' sampled training MRs, without references: SER and
+#         repeats only (the 7-8-slot pubs and restaurants that only the test split holds among the splits; score:
+#         python scripts/experiments/e2e_dev_scores.py --synth <out>).
 # Extra rows, never the fix: the same HSD rows with n-gram blocking (HF's no_repeat_ngram_size 3) as separate rows.
 #   ADAPTER=smollm2-e2e-skipaware-4108-onpolicy bash scripts/experiments/e2e_fidelity.sh [dev|synthdev|dev_block|test|test_block]
 # The baseline of the vanilla-cost target: the equal-budget standard LoRA fine-tune
@@ -46,8 +47,10 @@ case $STEP in
   dev)        $PY -m hsd_lightning sweep "${ARGS[@]}" "${DEV[@]}" --decoders "$ROWS" --out runs/results/e2e_dev/${NAME}_beam4 ;;
   dev_block)  $PY -m hsd_lightning sweep "${ARGS[@]}" "${DEV[@]}" "${BLOCK[@]}" --decoders "$BLOCK_ROWS" --no_agreement \
                   --out runs/results/e2e_dev/${NAME}_block3_beam4 ;;
-  synthdev)   [[ -f runs/synth/dev_mrs.jsonl ]] || $PY scripts/experiments/synth_mrs.py --split devset --n 200 --seed 61 \
-                  --out runs/synth/dev_mrs.jsonl
+  synthdev)   [[ -f runs/synth/train_mrs.jsonl ]] || $PY scripts/experiments/synth_mrs.py --split trainset --n 1000 \
+                  --seed 60 --out runs/synth/train_mrs.jsonl
+              [[ -f runs/synth/dev_mrs.jsonl ]] || $PY scripts/experiments/synth_mrs.py --split trainset --n 200 --seed 61 \
+                  --exclude runs/synth/train_mrs.jsonl --out runs/synth/dev_mrs.jsonl
               $PY -m hsd_lightning sweep "${ARGS[@]}" --data "$SYNTH" --data.init_args.max_eval_samples null \
                   --decoders "$ROWS" --out runs/results/e2e_synthdev/${NAME}_beam4 ;;
   test)       $PY -m hsd_lightning sweep "${ARGS[@]}" "${TEST[@]}" --decoders "$ROWS" --out runs/results/e2e_test/${NAME}_beam4 ;;

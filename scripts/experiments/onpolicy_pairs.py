@@ -52,6 +52,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clean", choices=("match", "all"), default="match",
                    help="fault-free rollouts to keep: as many as the faulty ones (default), or all of them")
+    p.add_argument("--rollouts", type=int, default=None,
+                   help="keep only this many rollouts, half faulty and half fault-free (a seeded draw of each), so "
+                        "that two sets of rollouts can share one stage's rows")
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     bad, good = [], []
@@ -62,7 +65,17 @@ def main(argv=None) -> None:
     targets = [json.loads(line) for line in args.targets.read_text().splitlines() if line.strip()]
     rng.shuffle(good)
     rng.shuffle(targets)
-    rollouts = bad + (good if args.clean == "all" else good[:len(bad)])
+    n_bad, n_good = len(bad), len(good)
+    if args.rollouts is not None:
+        if args.clean == "all":
+            p.error("--rollouts N keeps half faulty, half fault-free rollouts; leave out --clean all")
+        half = args.rollouts // 2
+        if len(bad) < half or len(good) < args.rollouts - half:
+            raise SystemExit(f"--rollouts {args.rollouts} needs {half} faulty and {args.rollouts - half} fault-free "
+                             f"rollouts; these runs have {len(bad)} and {len(good)}: lower --rollouts")
+        rng.shuffle(bad)
+        bad, good = bad[:half], good[:args.rollouts - half]
+    rollouts = bad + (good if args.clean == "all" else good[:len(bad)] if args.rollouts is None else good)
     if len(rollouts) > args.rows:
         raise SystemExit(f"--rows {args.rows} is fewer than the {len(rollouts)} rollouts to keep (all {len(bad)} "
                          f"faulty and {len(rollouts) - len(bad)} fault-free); raise --rows or decode fewer MRs")
@@ -74,8 +87,8 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     shutil.copyfile(args.targets.parent / "validation.jsonl", args.out.parent / "validation.jsonl")
-    print(f"{len(rows)} rows -> {args.out}: {len(bad)} faulty rollouts, {len(rollouts) - len(bad)} fault-free ones "
-          f"(of {len(good)}), {len(rows) - len(rollouts)} lines of {args.targets}")
+    print(f"{len(rows)} rows -> {args.out}: {len(bad)} faulty rollouts (of {n_bad}), {len(rollouts) - len(bad)} "
+          f"fault-free ones (of {n_good}), {len(rows) - len(rollouts)} lines of {args.targets}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,15 @@ cannot show it. Sampling MRs from the slots and values a split uses, in every co
 split pairs with a reference; the weights' own outputs on them need no reference.
 
     python scripts/experiments/synth_mrs.py --split trainset --n 1000 --seed 60 --out runs/synth/train_mrs.jsonl
-    python scripts/experiments/synth_mrs.py --split devset --n 200 --seed 61 --out runs/synth/dev_mrs.jsonl
+    python scripts/experiments/synth_mrs.py --split trainset --n 200 --seed 61 --exclude runs/synth/train_mrs.jsonl \
+        --out runs/synth/dev_mrs.jsonl
+
+(the second: held-out MRs of the same kind to choose on; the devset's own values hold no pub or restaurant at all).
 
 Each MR has the split's ``name`` and 2-7 other slots (the count uniform, the slots a uniform choice), each value a
 uniform choice among the values the split uses for that slot, in the E2E slot order. MRs that any split's file holds
-are left out, so the inputs are new to all of them (the test MRs are read only to leave them out). Writes
+are left out, so the inputs are new to all of them (the test MRs are read only to leave them out), and so are the
+MRs of ``--exclude`` files (an earlier sample: a held-out set must not share its MRs). Writes
 ``{"mr", "ref": ""}`` lines: a TextPairDataModule decodes inputs without a reference; SER and repeats need none.
 Read from ``$HSD_DATA_DIR/e2e`` (default ``data/e2e``).
 """
@@ -52,12 +56,13 @@ def sample(values: dict[str, list[str]], n: int, seed: int, exclude: set[str]) -
     rng = random.Random(seed)
     others = [s for s in SLOTS if s != "name" and s in values]
     out: dict[str, None] = {}
-    for _ in range(100 * n):
-        if len(out) == n:
-            break
+    misses = 0  # draws in a row that gave no new MR: many means the combinations are used up
+    while len(out) < n and misses < 10_000:
         chosen = rng.sample(others, rng.randint(2, len(others)))
         mr = to_text({"name": rng.choice(values["name"]), **{s: rng.choice(values[s]) for s in chosen}})
-        if mr not in exclude:
+        new = mr not in exclude and mr not in out
+        misses = 0 if new else misses + 1
+        if new:
             out[mr] = None
     if len(out) < n:
         raise SystemExit(f"--n {n}: only {len(out)} new MRs found; lower --n")
@@ -69,11 +74,14 @@ def main(argv=None) -> None:
     p.add_argument("--split", choices=SPLITS, required=True, help="whose names, slots and values to sample")
     p.add_argument("--n", type=int, required=True, help="MRs to write")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--exclude", type=Path, nargs="*", default=[], help="MR files (.jsonl) whose MRs to leave out too")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     data = Path(os.environ.get("HSD_DATA_DIR", "data")) / "e2e"
     split_mrs = {s: read_mrs(data / f"{s}.csv") for s in SPLITS}
     exclude = {to_text(parse_mr(m)) for mrs in split_mrs.values() for m in mrs if parse_mr(m)}
+    for path in args.exclude:
+        exclude |= {json.loads(line)["mr"] for line in path.read_text().splitlines() if line.strip()}
     mrs = sample(ontology(split_mrs[args.split]), args.n, args.seed, exclude)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps({"mr": m, "ref": ""}) + "\n" for m in mrs))
