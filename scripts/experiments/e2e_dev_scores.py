@@ -12,6 +12,9 @@ candidate's vanilla cost against it (R-L %, SER points), the third target's two 
 scores runs (committed, or sweep folders) decoded on MRs without references (``synth_mrs.py``: the devset's names and values in every
 combination, the 7-8-slot pubs and restaurants that no split but test holds) the same way: SER % from each
 decoder's metrics, and repeat-3 % recomputed from its outputs with no reference to excuse a repeat, per slot count.
+Where a candidate has both tables (``<run>_dev200`` and ``<run>_synthdev200``), the default run also prints the sum
+of its two scores: the selection rule once the sampled MRs exist (the devset has no 7-8-slot pub or restaurant, the
+test set little else), fixed before any candidate's sampled-dev table was read.
 """
 from __future__ import annotations
 
@@ -106,6 +109,22 @@ def main(argv: list[str]) -> None:
         out.append((score, "| " + " | ".join(cells) + " |"))
     for _, line in sorted(out):
         print(line)
+    # the rule since the sampled dev MRs exist: dev score + sampled-dev score, for the candidates decoded on both
+    synth = {f.name.removesuffix("_synthdev200"): f for f in folders[0].parent.glob("*_synthdev200")} if folders else {}
+    both = []
+    for name, t in tables.items():
+        key = name.removesuffix("_dev200")
+        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
+        if key in synth and hsd:
+            dev = sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
+            srows = synth_rows(synth[key])
+            shsd = [r for d, r in srows.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
+            sdev = sum(r["ser"] + r["repeat3"] for r in shsd) / len(shsd)
+            both.append((dev + sdev, f"| {key} | {dev + sdev:.1f} | {dev:.1f} | {sdev:.1f} |"))
+    if both:
+        print("\n| candidate | dev + sampled-dev score | dev score | sampled-dev score |\n|---|---|---|---|")
+        for _, line in sorted(both):
+            print(line)
 
 
 if __name__ == "__main__":
