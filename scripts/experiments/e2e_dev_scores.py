@@ -9,9 +9,10 @@ candidate's vanilla cost against it (R-L %, SER points), the third target's two 
 
     python scripts/experiments/e2e_dev_scores.py --synth docs/results/e2e/runs/*_synthdev200
 
-scores runs (committed, or sweep folders) decoded on MRs without references (``synth_mrs.py``: the devset's names and values in every
-combination, the 7-8-slot pubs and restaurants that no split but test holds) the same way: SER % from each
-decoder's metrics, and repeat-3 % recomputed from its outputs with no reference to excuse a repeat, per slot count.
+scores runs (committed, or sweep folders) decoded on MRs without references (``synth_mrs.py``: held-out MRs of the
+training set's slots and values in every combination, with the 7-8-slot pubs and restaurants that among the splits
+only test holds) the same way: SER % of each decoder, and repeat-3 % recomputed from its outputs with no reference
+to excuse a repeat, with the slot errors per MR size.
 Where a candidate has both tables (``<run>_dev200`` and ``<run>_synthdev200``), the default run also prints the sum
 of its two scores: the selection rule once the sampled MRs exist (the devset has no 7-8-slot pub or restaurant, the
 test set little else), fixed before any candidate's sampled-dev table was read.
