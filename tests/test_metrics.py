@@ -1,4 +1,5 @@
 """Our torchmetrics-based scores agree with rouge-score and sacrebleu; bad runs are handled; report works."""
+import csv
 import json
 import math
 from pathlib import Path
@@ -263,6 +264,18 @@ def test_targets_check_depth_hsd_vs_skipdecode_and_vanilla_cost(tmp_path):
     assert "| 2.0 | – | – | – | not comparable: other test inputs (2 of 3 shared;" in (tmp_path / "targets.md").read_text()
     with pytest.raises(SystemExit, match="no run summary at nope"):
         targets_main(["nope"])
+    # a run on inputs without references (R-L and BERTScore empty in its summary) is left out, not a crash
+    unscored = tmp_path / "e2e" / "runs" / "sa_beam4_unscored"
+    unscored.mkdir()
+    with (tmp_path / "e2e" / "runs" / "sa_beam4" / "summary.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    with (unscored / "summary.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "rougeL": "nan", "pct_rougeL": "", "bertscore": "nan", "pct_bertscore": "",
+                     "checkpoint": "runs/unscored/version_0/checkpoints/last.ckpt"} for r in rows)
+    assert len(load_groups([*saved, str(unscored)])) == 2
+    targets_main([*saved, str(unscored), "--out", str(tmp_path / "targets.md")])
 
 
 def test_forward_passes_are_counted_per_batch_and_give_the_speed_up_per_pass(tmp_path, fixture_dir):

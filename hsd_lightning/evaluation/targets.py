@@ -43,7 +43,8 @@ def load_groups(paths: list[str]) -> dict[str, list[dict]]:
     for path in paths:
         for r in read_summary(Path(path)):
             groups.setdefault(group_title(r), []).append(r)
-    return groups
+    # a run decoded on inputs without references (e.g. sampled E2E MRs) has no R-L to keep: no target applies to it
+    return {t: rows for t, rows in groups.items() if any(_given(r.get("pct_rougeL")) for r in rows)}
 
 
 def _family(decoder: str) -> str:
