@@ -15,7 +15,8 @@ only test holds) the same way: SER % of each decoder, and repeat-3 % recomputed 
 to excuse a repeat, with the slot errors per MR size.
 Where a candidate has both tables (``<run>_dev200`` and ``<run>_synthdev200``), the default run also prints the sum
 of its two scores: the selection rule once the sampled MRs exist (the devset has no 7-8-slot pub or restaurant, the
-test set little else), fixed before any candidate's sampled-dev table was read.
+test set little else), fixed before any table of these held-out MRs was read (an earlier sample of the devset's own
+values, which hold no pub or restaurant, had been decoded for two candidates and was dropped).
 """
 from __future__ import annotations
 

@@ -75,7 +75,9 @@ def main(argv=None) -> None:
                              f"rollouts; these runs have {len(bad)} and {len(good)}: lower --rollouts")
         rng.shuffle(bad)
         bad, good = bad[:half], good[:args.rollouts - half]
-    rollouts = bad + (good if args.clean == "all" else good[:len(bad)] if args.rollouts is None else good)
+    elif args.clean == "match":
+        good = good[:len(bad)]
+    rollouts = bad + good
     if len(rollouts) > args.rows:
         raise SystemExit(f"--rows {args.rows} is fewer than the {len(rollouts)} rollouts to keep (all {len(bad)} "
                          f"faulty and {len(rollouts) - len(bad)} fault-free); raise --rows or decode fewer MRs")
