@@ -37,6 +37,17 @@ def rows(folder: Path) -> dict[str, dict[str, float]]:
                 for r in csv.DictReader(f)}
 
 
+def plain_hsd(table: dict[str, dict]) -> list[dict]:
+    """The plain HSD rows of one table: not `always_run` variants, nor decoding guards (" + no_repeat_ngram_size=3",
+    rows a table may hold beside them, never the fix the rule chooses)."""
+    return [r for d, r in table.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
+
+
+def score(hsd: list[dict]) -> float:
+    """The rule's score: the mean over the plain HSD rows of SER % + repeat-3 % (lower is better)."""
+    return sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
+
+
 def _synth_outputs(folder: Path) -> dict[str, list[tuple[str, str]]]:
     """decoder -> [(MR, output)]: from a committed run (predictions.jsonl.gz) or a sweep folder (<decoder>/...)."""
     committed = folder / "predictions.jsonl.gz"
@@ -75,13 +86,13 @@ def synth_main(folders: list[Path]) -> None:
     out = []
     for f in folders:
         t = synth_rows(f)
-        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
-        score = sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
+        hsd = plain_hsd(t)
+        s = score(hsd)
         shown = [*(hsd + [None, None])[:2], t.get("vanilla")]  # rollouts of the plans alone have no vanilla row
-        cells = [f.name, f"{score:.1f}",
+        cells = [f.name, f"{s:.1f}",
                  *(f"{r['ser']:.1f} / {r['repeat3']:.1f}" if r else "-" for r in shown),
                  "; ".join(" ".join(f"{k}:{v}" for k, v in r["by_size"].items()) if r else "-" for r in shown[2:] + shown[:2])]
-        out.append((score, "| " + " | ".join(cells) + " |"))
+        out.append((s, "| " + " | ".join(cells) + " |"))
     for _, line in sorted(out):
         print(line)
 
@@ -95,33 +106,27 @@ def main(argv: list[str]) -> None:
     print("| candidate | score | HSD s=1 SER / rep3 | HSD s=2 SER / rep3 | vanilla R-L | vanilla SER |"
           + (" R-L cost % | SER points |" if std else ""))
     print("|---|---|---|---|---|---|" + ("---|---|" if std else ""))
-    out = []
+    out, dev_scores = [], {}
     for name, t in tables.items():
-        # the plain HSD rows only: not `always_run` variants, nor decoding guards (" + no_repeat_ngram_size=3", rows
-        # a table may hold beside them, never the fix the rule chooses)
-        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
+        hsd = plain_hsd(t)
         if not hsd:
             continue
-        score = sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
+        dev_scores[name] = s = score(hsd)
         v = t["vanilla"]
-        cells = [name, f"{score:.1f}", *(f"{r['ser']:.1f} / {r['repeat3']:.1f}" for r in hsd[:2]),
+        cells = [name, f"{s:.1f}", *(f"{r['ser']:.1f} / {r['repeat3']:.1f}" for r in hsd[:2]),
                  f"{v['rougeL']:.2f}", f"{v['ser']:.1f}"]
         if std:
             cells += [f"{100 * (1 - v['rougeL'] / std['rougeL']):.1f}", f"{v['ser'] - std['ser']:+.1f}"]
-        out.append((score, "| " + " | ".join(cells) + " |"))
+        out.append((s, "| " + " | ".join(cells) + " |"))
     for _, line in sorted(out):
         print(line)
     # the rule since the sampled dev MRs exist: dev score + sampled-dev score, for the candidates decoded on both
     synth = {f.name.removesuffix("_synthdev200"): f for f in folders[0].parent.glob("*_synthdev200")} if folders else {}
     both = []
-    for name, t in tables.items():
+    for name, dev in dev_scores.items():
         key = name.removesuffix("_dev200")
-        hsd = [r for d, r in t.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
-        if key in synth and hsd:
-            dev = sum(r["ser"] + r["repeat3"] for r in hsd) / len(hsd)
-            srows = synth_rows(synth[key])
-            shsd = [r for d, r in srows.items() if d.startswith("hsd(") and "always" not in d and " + " not in d]
-            sdev = sum(r["ser"] + r["repeat3"] for r in shsd) / len(shsd)
+        if key in synth:
+            sdev = score(plain_hsd(synth_rows(synth[key])))
             both.append((dev + sdev, f"| {key} | {dev + sdev:.1f} | {dev:.1f} | {sdev:.1f} |"))
     if both:
         print("\n| candidate | dev + sampled-dev score | dev score | sampled-dev score |\n|---|---|---|---|")
